@@ -1,0 +1,50 @@
+"""ASGI entry point.
+
+Proxy paths are served by a handler whose middleware chain holds only async
+middleware (`PROXY_MIDDLEWARE`): the admin's sync middleware would cost every
+proxied request thread hops. Everything else gets the full chain.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+
+import django
+
+django.setup(set_prefix=False)
+
+from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from gateway_project.lean_handler import ProxyASGIHandler  # noqa: E402
+from proxy.db import close_db_connections  # noqa: E402
+from proxy.providers.base import close_shared_client  # noqa: E402
+from telemetry import handoff  # noqa: E402
+
+full_handler = ASGIHandler()
+proxy_handler = ProxyASGIHandler()
+_proxy_prefixes = tuple(settings.PROXY_PATH_PREFIXES)
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http":
+        handler = proxy_handler if scope["path"].startswith(_proxy_prefixes) else full_handler
+        await handler(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    else:
+        raise ValueError(f"Unsupported ASGI scope type {scope['type']!r}")
+
+
+async def _lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # A graceful stop (SIGTERM) hands every buffered request record to the queue first.
+            await handoff.pipeline.aclose()
+            await close_shared_client()
+            close_db_connections()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

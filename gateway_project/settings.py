@@ -1,0 +1,196 @@
+"""Settings, read once from the environment.
+
+With no service URLs set the gateway runs on embedded defaults: SQLite, a
+filesystem Celery broker and no Elasticsearch. Each service is switched to the
+real one by its URL (`DATABASE_URL`, `REDIS_URL`, `ELASTICSEARCH_URL`).
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env")
+VAR_DIR = Path(env.str("GATEWAY_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _positive(name, value):
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be greater than zero, got {value!r}")
+    return value
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="tollgate-development-secret-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_prometheus",
+    "proxy",
+    "telemetry",
+    "dashboards",
+]
+
+# The proxy routes are served by a lean handler with PROXY_MIDDLEWARE only
+# (see gateway_project/asgi.py): sync middleware costs a thread hop per request.
+MIDDLEWARE = [
+    "telemetry.middleware.http_metrics_middleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+PROXY_MIDDLEWARE = ["telemetry.middleware.http_metrics_middleware"]
+PROXY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz")
+
+ROOT_URLCONF = "gateway_project.urls"
+ASGI_APPLICATION = "gateway_project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'tollgate.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/dashboards/"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "proxy.errors.provider_exception_handler",
+}
+
+# --- The proxy -----------------------------------------------------------------
+
+GATEWAY_MAX_BODY_BYTES = _positive(
+    "GATEWAY_MAX_BODY_BYTES", env.int("GATEWAY_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+)
+# The proxy checks the size itself, so that an oversized body gets a 413 in the provider's format.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+GATEWAY_DEFAULT_PROVIDER = env.str("GATEWAY_DEFAULT_PROVIDER", default="openai")
+GATEWAY_UPSTREAM_TIMEOUT = _positive("GATEWAY_UPSTREAM_TIMEOUT", env.float("GATEWAY_UPSTREAM_TIMEOUT", default=600.0))
+GATEWAY_UPSTREAM_CONNECT_TIMEOUT = _positive(
+    "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=10.0)
+)
+GATEWAY_UPSTREAM_MAX_CONNECTIONS = _positive(
+    "GATEWAY_UPSTREAM_MAX_CONNECTIONS", env.int("GATEWAY_UPSTREAM_MAX_CONNECTIONS", default=512)
+)
+GATEWAY_STREAM_CAPTURE_MAX_BYTES = env.int("GATEWAY_STREAM_CAPTURE_MAX_BYTES", default=1024 * 1024)
+GATEWAY_KEY_CACHE_SECONDS = _positive("GATEWAY_KEY_CACHE_SECONDS", env.float("GATEWAY_KEY_CACHE_SECONDS", default=30.0))
+GATEWAY_USER_ID_MAX_LENGTH = env.int("GATEWAY_USER_ID_MAX_LENGTH", default=256)
+GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")
+# Fernet key for provider credentials at rest; derived from SECRET_KEY when unset.
+GATEWAY_ENCRYPTION_KEY = env.str("GATEWAY_ENCRYPTION_KEY", default="")
+AZURE_API_VERSION = env.str("AZURE_API_VERSION", default="2024-10-21")
+
+# --- Telemetry -----------------------------------------------------------------
+
+# How often the web process hands its buffered records to the queue; this bounds
+# what a hard kill of a web worker can lose.
+TELEMETRY_FLUSH_INTERVAL = _positive("TELEMETRY_FLUSH_INTERVAL", env.float("TELEMETRY_FLUSH_INTERVAL", default=0.1))
+TELEMETRY_LOCAL_BUFFER_MAX = _positive(
+    "TELEMETRY_LOCAL_BUFFER_MAX", env.int("TELEMETRY_LOCAL_BUFFER_MAX", default=200_000)
+)
+TELEMETRY_PUBLISHER = env.str("TELEMETRY_PUBLISHER", default="telemetry.handoff.CeleryPublisher")
+TELEMETRY_ENABLED = env.bool("TELEMETRY_ENABLED", default=True)
+
+ENABLED_EXPORTERS = env.list("ENABLED_EXPORTERS", default=["postgres"])
+ENABLE_ELASTICSEARCH = env.bool("ENABLE_ELASTICSEARCH", default=False)
+ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+if ENABLE_ELASTICSEARCH or ELASTICSEARCH_URL:
+    if "elasticsearch" not in ENABLED_EXPORTERS:
+        ENABLED_EXPORTERS = [*ENABLED_EXPORTERS, "elasticsearch"]
+    ELASTICSEARCH_URL = ELASTICSEARCH_URL or "http://localhost:9200"
+ELASTICSEARCH_USERNAME = env.str("ELASTICSEARCH_USERNAME", default="")
+ELASTICSEARCH_PASSWORD = env.str("ELASTICSEARCH_PASSWORD", default="")
+ELASTICSEARCH_API_KEY = env.str("ELASTICSEARCH_API_KEY", default="")
+ELASTICSEARCH_INDEX = env.str("ELASTICSEARCH_INDEX", default="ai-gateway-metrics")
+ELASTICSEARCH_CA_CERTS = env.str("ELASTICSEARCH_CA_CERTS", default="")
+ELASTICSEARCH_VERIFY_CERTS = env.bool("ELASTICSEARCH_VERIFY_CERTS", default=True)
+ELASTICSEARCH_PLAIN_JSON = env.bool("ELASTICSEARCH_PLAIN_JSON", default=False)
+ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0)
+POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
+
+# --- Celery --------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A task whose worker died is handed out again after this long.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# Django 6 makes https the default scheme of URL form fields; opt in now.
+FORMS_URLFIELD_ASSUME_HTTPS = True

@@ -1,0 +1,164 @@
+"""Who is calling: the gateway key, and the org, project and user it may book requests to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from proxy.db import run_in_db_thread
+from proxy.errors import GatewayError, invalid_request
+from proxy.models import GatewayKey, Project, hash_gateway_key
+from proxy.ttl_cache import TTLCache
+
+_MISSING = object()
+_NEGATIVE_TTL_SECONDS = 5.0
+_ID_HEADER_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """What a valid gateway key allows."""
+
+    key_id: int
+    org_pk: int
+    org_slug: str
+    project_slug: str | None
+    project_name: str | None
+    content_logging: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    slug: str
+    name: str
+    content_logging: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    grant: KeyGrant
+    org_slug: str
+    project: ProjectInfo | None
+    user_id: str | None
+    experiment_id: str | None
+    thread_id: str | None
+
+    @property
+    def content_logging(self) -> str:
+        return self.project.content_logging if self.project else self.grant.content_logging
+
+
+_keys = TTLCache(ttl=settings.GATEWAY_KEY_CACHE_SECONDS)
+_projects = TTLCache(ttl=settings.GATEWAY_KEY_CACHE_SECONDS)
+
+
+def clear_caches() -> None:
+    _keys.clear()
+    _projects.clear()
+
+
+def _load_grant(key_hash: str) -> KeyGrant | None:
+    key = (
+        GatewayKey.objects.active()
+        .select_related("org", "project")
+        .filter(key_hash=key_hash)
+        .only("id", "org__id", "org__slug", "project__slug", "project__name", "project__content_logging")
+        .first()
+    )
+    if key is None:
+        return None
+    project = key.project
+    return KeyGrant(
+        key_id=key.pk,
+        org_pk=key.org.pk,
+        org_slug=key.org.slug,
+        project_slug=project.slug if project else None,
+        project_name=project.name if project else None,
+        content_logging=project.content_logging if project else Project.ContentLogging.FULL,
+    )
+
+
+def _load_project(org_pk: int, slug: str) -> ProjectInfo | None:
+    row = Project.objects.filter(org_id=org_pk, slug=slug).values_list("slug", "name", "content_logging").first()
+    return ProjectInfo(*row) if row else None
+
+
+def presented_key(request, *, prefer_anthropic: bool) -> str | None:
+    """The gateway key as the SDKs send it: a bearer token (OpenAI) or `x-api-key` (Anthropic)."""
+    authorization = request.headers.get("authorization", "")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    api_key = request.headers.get("x-api-key")
+    first, second = (api_key, bearer) if prefer_anthropic else (bearer, api_key)
+    return first or second or None
+
+
+async def authenticate_key(plaintext: str | None) -> KeyGrant:
+    if not plaintext:
+        raise GatewayError(
+            "No gateway key: send it as the API key (Authorization: Bearer … or x-api-key).",
+            kind="authentication",
+            code="missing_api_key",
+        )
+    key_hash = hash_gateway_key(plaintext)
+    grant = _keys.get(key_hash, _MISSING)
+    if grant is _MISSING:
+        grant = await run_in_db_thread(_load_grant, key_hash)
+        _keys.set(key_hash, grant, ttl=None if grant else _NEGATIVE_TTL_SECONDS)
+    if grant is None:
+        raise GatewayError("Invalid or revoked gateway key.", kind="authentication", code="invalid_api_key")
+    return grant
+
+
+async def _project(org_pk: int, slug: str) -> ProjectInfo | None:
+    cache_key = (org_pk, slug)
+    project = _projects.get(cache_key, _MISSING)
+    if project is _MISSING:
+        project = await run_in_db_thread(_load_project, org_pk, slug)
+        _projects.set(cache_key, project, ttl=None if project else _NEGATIVE_TTL_SECONDS)
+    return project
+
+
+def _id_header(headers, name: str, *, max_length: int = _ID_HEADER_MAX_LENGTH) -> str | None:
+    value = headers.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > max_length:
+        raise invalid_request(f"The {name} header is longer than {max_length} characters.", code="header_too_long")
+    return value
+
+
+async def attribute(request, grant: KeyGrant) -> Attribution:
+    """Check the attribution headers against what the key allows; a header can never widen the key's scope."""
+    headers = request.headers
+    org_header = headers.get("x-organisation-id") or headers.get("x-organization-id")
+    if org_header and org_header != grant.org_slug:
+        raise GatewayError(
+            f"This key does not belong to organisation {org_header!r}.", kind="permission", code="org_forbidden"
+        )
+    project_header = _id_header(headers, "x-project-id")
+    project = None
+    if grant.project_slug is not None:
+        if project_header and project_header != grant.project_slug:
+            raise GatewayError(
+                f"This key is pinned to project {grant.project_slug!r}, not {project_header!r}.",
+                kind="permission",
+                code="project_forbidden",
+            )
+        project = ProjectInfo(grant.project_slug, grant.project_name or grant.project_slug, grant.content_logging)
+    elif project_header:
+        project = await _project(grant.org_pk, project_header)
+        if project is None:
+            raise GatewayError(
+                f"Project {project_header!r} is not in organisation {grant.org_slug!r}.",
+                kind="permission",
+                code="project_forbidden",
+            )
+    return Attribution(
+        grant=grant,
+        org_slug=grant.org_slug,
+        project=project,
+        user_id=_id_header(headers, "x-user-id", max_length=settings.GATEWAY_USER_ID_MAX_LENGTH),
+        experiment_id=_id_header(headers, "x-experiment-id"),
+        thread_id=_id_header(headers, "x-thread-id"),
+    )

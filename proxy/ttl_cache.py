@@ -1,0 +1,33 @@
+"""A small in-process cache with expiry, for lookups on the hot path.
+
+Each web process keeps its own copy; entries expire after a TTL, which bounds
+how long a change in the database (a revoked key, a new route) goes unseen.
+"""
+
+import time
+
+
+class TTLCache:
+    def __init__(self, *, ttl: float, max_entries: int = 100_000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict = {}
+
+    def get(self, key, default=None):
+        entry = self._entries.get(key)
+        if entry is None:
+            return default
+        expires_at, value = entry
+        if expires_at < time.monotonic():
+            self._entries.pop(key, None)
+            return default
+        return value
+
+    def set(self, key, value, *, ttl: float | None = None) -> None:
+        if len(self._entries) >= self.max_entries:
+            # Cheaper than LRU bookkeeping on every hit; a full cache is rare and refills quickly.
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from proxy import views
+
+urlpatterns = [
+    path("chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
+    path("completions", views.CompletionsView.as_view(), name="completions"),
+    path("embeddings", views.EmbeddingsView.as_view(), name="embeddings"),
+    path("responses", views.ResponsesView.as_view(), name="responses"),
+    path("models", views.ModelsView.as_view(), name="models"),
+    path("messages", views.MessagesView.as_view(), name="messages"),
+]

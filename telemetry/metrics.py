@@ -1,0 +1,66 @@
+"""The gateway's own Prometheus metrics.
+
+Labels never carry user, key or request ids, so their cardinality stays bounded.
+With PROMETHEUS_MULTIPROC_DIR set, prometheus_client aggregates across worker processes.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+HTTP_REQUESTS = Counter("http_requests", "HTTP requests served", ["method", "path", "status"])
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds", "Time to produce the response", ["method", "path"], buckets=LATENCY_BUCKETS
+)
+PROVIDER_REQUESTS = Counter(
+    "provider_requests", "Calls to upstream providers", ["provider", "model", "operation", "status"]
+)
+PROVIDER_REQUEST_DURATION = Histogram(
+    "provider_request_duration_seconds",
+    "Upstream latency until the response (or the whole stream) ended",
+    ["provider", "operation"],
+    buckets=LATENCY_BUCKETS,
+)
+PROVIDER_TOKENS = Counter("provider_tokens", "Tokens used", ["provider", "model", "type"])
+PROVIDER_STREAM_TTFB = Histogram(
+    "provider_stream_ttfb_seconds", "Upstream time to first streamed byte", ["provider"], buckets=LATENCY_BUCKETS
+)
+PROVIDER_STREAM_CHUNKS = Counter("provider_stream_chunks", "Streamed chunks relayed", ["provider"])
+
+TELEMETRY_RECORDS_DROPPED = Counter(
+    "telemetry_records_dropped", "Request records dropped because the local buffer was full", ["reason"]
+)
+TELEMETRY_HANDOFF_BACKLOG = Gauge(
+    "telemetry_handoff_backlog",
+    "Records waiting in the web process to be handed to the queue",
+    multiprocess_mode="livesum",
+)
+
+
+def observe_request(document: dict) -> None:
+    """Provider metrics from a finished request's document (run by the handoff thread, not the request)."""
+    attributes = document["attributes"]
+    provider = attributes.get("provider")
+    if not provider:
+        return
+    metadata = attributes["metadata"]
+    model = attributes.get("model") or ""
+    operation = metadata.get("path", "").rsplit("/v1/", 1)[-1] or "unknown"
+    PROVIDER_REQUESTS.labels(provider, model, operation, metadata.get("status", "unknown")).inc()
+    if metadata.get("provider_latency") is not None:
+        # A stream's upstream call lasts until its last chunk, which is when the request ends.
+        upstream_ms = metadata.get("latency") if metadata.get("stream") else metadata["provider_latency"]
+        seconds = (upstream_ms or 0) / 1000.0
+        PROVIDER_REQUEST_DURATION.labels(provider, operation).observe(seconds)
+    tokens = metadata.get("tokens") or {}
+    if tokens.get("input"):
+        PROVIDER_TOKENS.labels(provider, model, "input").inc(tokens["input"])
+    if tokens.get("output"):
+        PROVIDER_TOKENS.labels(provider, model, "output").inc(tokens["output"])
+    if metadata.get("stream"):
+        if metadata.get("provider_latency") is not None:
+            PROVIDER_STREAM_TTFB.labels(provider).observe(metadata["provider_latency"] / 1000.0)
+        response = attributes.get("response")
+        streamed = response.get("streamed_data") if isinstance(response, dict) else None
+        if streamed:
+            PROVIDER_STREAM_CHUNKS.labels(provider).inc(len(streamed))

@@ -1,0 +1,238 @@
+"""The request record: one per request, built during the request, finalised off the hot path.
+
+The proxy fills a `RequestRecord` with raw bytes and timings only. `to_document()`
+(run by the handoff thread, never by the request) parses, prices and redacts it
+into the `ai_gateway_request_log` OpenTelemetry-format document.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from django.conf import settings
+
+from telemetry import pricing
+
+SERVICE_NAME = "tollgate"
+SERVICE_VERSION = "0.1.0"
+LOG_NAME = "ai_gateway_request_log"
+_RAW_TEXT_LIMIT = 4096
+
+# Request keys whose values are message content; dropped under metadata-only logging.
+_CONTENT_KEYS = frozenset({"messages", "input", "prompt", "system", "instructions", "tools", "functions"})
+
+
+def new_record_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    path: str
+    method: str
+    id: str = field(default_factory=new_record_id)
+    started_at: float = field(default_factory=time.time)
+    started_perf: float = field(default_factory=time.perf_counter)
+    # Who: filled once the gateway key has been checked.
+    org_id: str | None = None
+    project_id: str | None = None
+    project_name: str | None = None
+    user_id: str | None = None
+    experiment_id: str | None = None
+    thread_id: str | None = None
+    content_logging: str = "full"
+    trace_id: str | None = None
+    span_id: str | None = None
+    # What: the routed provider and the model the client asked for.
+    provider: str | None = None
+    model: str | None = None
+    upstream_model: str | None = None
+    stream: bool = False
+    request_body: bytes = b""
+    request_json: dict | None = None
+    response_body: bytes | None = None
+    response_json: dict | None = None
+    stream_dialect: str | None = None
+    stream_events: list[bytes] | None = None
+    stream_captured_bytes: int = 0
+    stream_truncated: bool = False
+    client_disconnected: bool = False
+    response_size: int = 0
+    # Outcome
+    status_code: int = 0
+    provider_status_code: int = 0
+    error_type: str | None = None
+    provider_error_type: str | None = None
+    provider_request_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ttfb_ms: float | None = None
+    latency_ms: float | None = None
+    provider_latency_ms: float | None = None
+    finished: bool = False
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started_perf) * 1000.0
+
+    def capture_stream_event(self, event: bytes) -> None:
+        """Keep a streamed event for the log, up to GATEWAY_STREAM_CAPTURE_MAX_BYTES."""
+        if self.stream_truncated:
+            return
+        size = len(event)
+        if self.stream_captured_bytes + size > settings.GATEWAY_STREAM_CAPTURE_MAX_BYTES:
+            self.stream_truncated = True
+            return
+        self.stream_captured_bytes += size
+        self.stream_events.append(event)
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb_ms is None:
+            self.ttfb_ms = self.elapsed_ms()
+
+    def finish(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.latency_ms = self.elapsed_ms()
+        if self.ttfb_ms is None:
+            self.ttfb_ms = self.latency_ms
+        self.finished = True
+
+    # --- Off the hot path -------------------------------------------------------
+
+    def to_document(self) -> dict:
+        from telemetry.streams import accumulate_stream
+
+        request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
+        streamed: list[dict] | None = None
+        if self.stream_events is not None:
+            streamed, response, usage, provider_request_id = accumulate_stream(self.stream_dialect, self.stream_events)
+            if self.input_tokens is None and usage:
+                self.input_tokens, self.output_tokens = usage
+            self.provider_request_id = self.provider_request_id or provider_request_id
+            if self.response_body is not None:  # an error body sent instead of a stream
+                response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
+        else:
+            response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
+            if self.input_tokens is None and isinstance(response, dict):
+                self.input_tokens, self.output_tokens = _usage_from_response(response)
+                self.provider_request_id = self.provider_request_id or _str_or_none(response.get("id"))
+        input_tokens = self.input_tokens or 0
+        output_tokens = self.output_tokens or 0
+        timestamp = datetime.fromtimestamp(self.started_at, tz=UTC)
+        priced_model = self.upstream_model or self.model
+        cost = (
+            pricing.request_cost(
+                provider=self.provider or "",
+                model=priced_model or "",
+                at=timestamp,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+            if self.provider and priced_model
+            else None
+        )
+        failed = self.status_code >= 400 or self.error_type is not None
+        provider_failed = self.provider_status_code >= 400 or self.provider_error_type is not None
+        redacted = self.content_logging == "metadata"
+        if redacted:
+            request, response, streamed = _redact(request, response, streamed)
+        if streamed is not None:
+            response = response if isinstance(response, dict) else {"body": response}
+            response["streamed_data"] = streamed
+        return {
+            "timestamp": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "resource": {
+                "service.name": SERVICE_NAME,
+                "service.version": SERVICE_VERSION,
+                "deployment.environment": settings.GATEWAY_ENVIRONMENT,
+            },
+            "name": LOG_NAME,
+            "attributes": {
+                "id": self.id,
+                "thread_id": self.thread_id,
+                "org_id": self.org_id,
+                "user_id": self.user_id,
+                "project_id": self.project_id,
+                "experiment_id": self.experiment_id,
+                "provider": self.provider,
+                "model": self.model,
+                "trace_id": self.trace_id,
+                "span_id": self.span_id,
+                "request": request,
+                "response": response,
+                "metadata": {
+                    "project_id": self.project_id,
+                    "project_name": self.project_name,
+                    "latency": _ms(self.latency_ms),
+                    "ttfb": _ms(self.ttfb_ms),
+                    "tokens": {"input": input_tokens, "output": output_tokens, "total": input_tokens + output_tokens},
+                    "cost": cost,
+                    "status": "error" if failed else "success",
+                    "path": self.path,
+                    "method": self.method,
+                    "request_size": len(self.request_body),
+                    "response_size": self.response_size,
+                    "provider_latency": _ms(self.provider_latency_ms),
+                    "status_code": self.status_code,
+                    "provider_status_code": self.provider_status_code,
+                    "error_count": 1 if failed else 0,
+                    "error_type": self.error_type,
+                    "provider_error_count": 1 if provider_failed else 0,
+                    "provider_error_type": self.provider_error_type,
+                    "provider_request_id": self.provider_request_id,
+                    "upstream_model": self.upstream_model,
+                    "stream": self.stream,
+                    "streamed_data_truncated": self.stream_truncated,
+                    "client_disconnected": self.client_disconnected,
+                    "content_redacted": redacted,
+                },
+            },
+        }
+
+
+def _ms(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _str_or_none(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _decode_body(body: bytes | None):
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"raw": body[:_RAW_TEXT_LIMIT].decode("utf-8", "replace")}
+
+
+def _usage_from_response(response: dict) -> tuple[int | None, int | None]:
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    if "input_tokens" in usage:  # Anthropic messages and OpenAI responses
+        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
+        return (usage.get("input_tokens") or 0) + cached, usage.get("output_tokens") or 0
+    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+
+
+def _redact(request, response, streamed):
+    """Metadata-only logging: keep shapes and parameters, drop what people wrote and read."""
+    if isinstance(request, dict):
+        request = {key: ("[redacted]" if key in _CONTENT_KEYS else value) for key, value in request.items()}
+    elif request is not None:
+        request = "[redacted]"
+    if isinstance(response, dict):
+        kept = ("id", "object", "model", "usage", "created", "type", "role", "stop_reason", "error")
+        response = {key: response[key] for key in kept if key in response} | {"content": "[redacted]"}
+        if "error" in response and isinstance(response["error"], dict):
+            response["error"] = {k: v for k, v in response["error"].items() if k != "message"}
+    elif response is not None:
+        response = "[redacted]"
+    if streamed is not None:
+        streamed = []
+    return request, response, streamed

@@ -1,0 +1,151 @@
+"""Turning captured SSE events back into a response, for the request log."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+
+
+def parse_sse_event(event: bytes) -> tuple[str | None, bytes]:
+    """The event name and data payload of one raw SSE event block."""
+    name = None
+    data: list[bytes] = []
+    for line in event.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+    return name, b"\n".join(data)
+
+
+def decoded_events(events: list[bytes]) -> list[dict]:
+    decoded = []
+    for event in events:
+        _, data = parse_sse_event(event)
+        if not data or data == b"[DONE]":
+            continue
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            payload = {"raw": data.decode("utf-8", "replace")}
+        if isinstance(payload, dict):
+            decoded.append(payload)
+    return decoded
+
+
+def accumulate_stream(dialect: str | None, events: list[bytes]):
+    """(streamed_data, accumulated response, (input, output) tokens or None, provider request id)."""
+    chunks = decoded_events(events)
+    if dialect == "anthropic":
+        response, usage = _accumulate_anthropic(chunks)
+    else:
+        response, usage = _accumulate_openai(chunks)
+    provider_request_id = response.get("id") if isinstance(response.get("id"), str) else None
+    return chunks, response, usage, provider_request_id
+
+
+def _accumulate_openai(chunks: list[dict]):
+    response: dict = {}
+    choices: dict[int, dict] = {}
+    usage = None
+    for chunk in chunks:
+        if chunk.get("type") == "response.completed" and isinstance(chunk.get("response"), dict):
+            # The Responses API sends the whole final response as its last event.
+            response = dict(chunk["response"])
+            usage = _usage_pair(response.get("usage"))
+            continue
+        for key in ("id", "model", "created", "system_fingerprint"):
+            if key in chunk and key not in response:
+                response[key] = chunk[key]
+        if isinstance(chunk.get("usage"), dict):
+            usage = _usage_pair(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            _merge_choice(choices.setdefault(choice.get("index", 0), {"index": choice.get("index", 0)}), choice)
+    if choices:
+        response["choices"] = [choices[index] for index in sorted(choices)]
+    if usage:
+        response["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+    return response, usage
+
+
+def _merge_choice(target: dict, choice: dict) -> None:
+    if choice.get("finish_reason"):
+        target["finish_reason"] = choice["finish_reason"]
+    if "text" in choice:  # legacy completions
+        target["text"] = target.get("text", "") + (choice.get("text") or "")
+        return
+    delta = choice.get("delta") or {}
+    merged = target.setdefault("delta", {})
+    if delta.get("role"):
+        merged["role"] = delta["role"]
+    if delta.get("content"):
+        merged["content"] = merged.get("content", "") + delta["content"]
+    for call in delta.get("tool_calls") or ():
+        calls = merged.setdefault("tool_calls", [])
+        index = call.get("index", len(calls))
+        while len(calls) <= index:
+            calls.append({"index": len(calls), "type": "function", "function": {"name": "", "arguments": ""}})
+        slot = calls[index]
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = call.get("function") or {}
+        slot["function"]["name"] += function.get("name") or ""
+        slot["function"]["arguments"] += function.get("arguments") or ""
+
+
+def _accumulate_anthropic(chunks: list[dict]):
+    response: dict = {}
+    blocks: dict[int, dict] = {}
+    input_tokens = output_tokens = None
+    for chunk in chunks:
+        kind = chunk.get("type")
+        if kind == "message_start":
+            message = chunk.get("message") or {}
+            response = {key: value for key, value in message.items() if key not in ("content", "usage")}
+            input_tokens, output_tokens = _anthropic_usage(message.get("usage"), input_tokens, output_tokens)
+        elif kind == "content_block_start":
+            blocks[chunk.get("index", 0)] = dict(chunk.get("content_block") or {})
+        elif kind == "content_block_delta":
+            block = blocks.setdefault(chunk.get("index", 0), {"type": "text", "text": ""})
+            delta = chunk.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif delta.get("type") == "input_json_delta":
+                block["partial_json"] = block.get("partial_json", "") + delta.get("partial_json", "")
+            elif delta.get("type") == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+        elif kind == "message_delta":
+            response.update(chunk.get("delta") or {})
+            input_tokens, output_tokens = _anthropic_usage(chunk.get("usage"), input_tokens, output_tokens)
+    for block in blocks.values():
+        if "partial_json" in block:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                block["input"] = orjson.loads(block.pop("partial_json") or b"{}")
+    if blocks:
+        response["content"] = [blocks[index] for index in sorted(blocks)]
+    usage = None
+    if input_tokens is not None or output_tokens is not None:
+        usage = (input_tokens or 0, output_tokens or 0)
+        response["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1]}
+    return response, usage
+
+
+def _anthropic_usage(usage, input_tokens, output_tokens):
+    if not isinstance(usage, dict):
+        return input_tokens, output_tokens
+    if usage.get("input_tokens") is not None:
+        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
+        input_tokens = usage["input_tokens"] + cached
+    if usage.get("output_tokens") is not None:
+        output_tokens = usage["output_tokens"]
+    return input_tokens, output_tokens
+
+
+def _usage_pair(usage) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage:
+        return usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0

@@ -1,0 +1,149 @@
+"""Shared fixtures: a real provider server, the gateway served by uvicorn, and callers with keys."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from proxy import auth, credentials, routing
+from proxy.providers.registry import PROVIDERS
+from telemetry import handoff
+from tests.provider_server import ProviderServer
+
+
+@pytest.fixture(scope="session")
+def provider_server():
+    server = ProviderServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _providers_point_at_local_server(provider_server):
+    """Every provider's base URL goes to the local server; LLM providers are never reachable from tests."""
+    patcher = pytest.MonkeyPatch()
+    for spec in PROVIDERS.values():
+        suffix = "" if spec.name == "anthropic" else "/v1"
+        patcher.setenv(f"{spec.env_prefix}_BASE_URL", provider_server.url + suffix)
+    patcher.setenv("AZURE_BASE_URL", provider_server.url)
+    yield
+    patcher.undo()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveGateway:
+    """The production ASGI application served by uvicorn in a background thread."""
+
+    def __init__(self):
+        from gateway_project.asgi import application
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(application, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_gateway(_providers_point_at_local_server):
+    gateway = LiveGateway().start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _records_stay_in_process():
+    """The proxy tests read request records from memory; the export pipeline has tests of its own."""
+    handoff.pipeline.publisher = handoff.MemoryPublisher()
+    yield
+    handoff.pipeline.__dict__.pop("publisher", None)
+
+
+@pytest.fixture
+def published():
+    """Request-log documents the gateway hands off during one test."""
+    handoff.pipeline.flush_sync()
+    handoff.MemoryPublisher.published.clear()
+    yield Published()
+    handoff.pipeline.flush_sync()
+
+
+class Published:
+    def all(self) -> list[dict]:
+        return list(handoff.MemoryPublisher.published)
+
+    def wait_for(self, record_id: str, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for document in handoff.MemoryPublisher.published:
+                if document["attributes"]["id"] == record_id:
+                    return document
+            time.sleep(0.02)
+        raise AssertionError(f"no request record {record_id} was handed off within {timeout} s")
+
+    def wait_for_count(self, count: int, timeout: float = 5.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(handoff.MemoryPublisher.published) >= count:
+                return self.all()
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} request records, got {len(handoff.MemoryPublisher.published)}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lookup_caches():
+    auth.clear_caches()
+    credentials.forget_credentials()
+    routing.forget_routes()
+    yield
+
+
+@dataclass
+class Caller:
+    org: object
+    project: object
+    key: str
+    gateway_url: str
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.gateway_url + "/v1"
+
+
+@pytest.fixture
+def caller(transactional_db, live_gateway, published):
+    """An org with a project and an org-wide gateway key, calling the live gateway."""
+    from proxy import services
+
+    org = services.organisation_get_or_create(slug="acme", name="Acme")
+    project = services.project_get_or_create(org=org, slug="search", name="Search")
+    issued = services.gateway_key_issue(org=org)
+    return Caller(org=org, project=project, key=issued.plaintext, gateway_url=live_gateway.url)
+
+
+def run(coro):
+    return asyncio.run(coro)
