@@ -116,6 +116,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "proxy.errors.provider_exception_handler",
 }
 
+# --- Serving --------------------------------------------------------------------
+
+# Read by `make run` and the container's uvicorn command: one event loop per worker process.
+PORT = env.int("PORT", default=8000)
+WEB_CONCURRENCY = _positive("WEB_CONCURRENCY", env.int("WEB_CONCURRENCY", default=1))
+
 # --- The proxy -----------------------------------------------------------------
 
 GATEWAY_MAX_BODY_BYTES = _positive(
@@ -167,13 +173,76 @@ ELASTICSEARCH_PLAIN_JSON = env.bool("ELASTICSEARCH_PLAIN_JSON", default=False)
 ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0)
 POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
 
+# Exporters by name, like CACHES: a dotted BACKEND path, its OPTIONS, and how many records
+# go into one export task. These are only the initial values: on first use each enabled
+# exporter gets an ExporterSetting row, which the admin edits from then on.
+TELEMETRY_EXPORTERS = {
+    "postgres": {
+        "BACKEND": "telemetry.exporters.postgres.PostgresExporter",
+        "OPTIONS": {"table": POSTGRES_LOG_TABLE},
+        "BATCH_SIZE": _positive("POSTGRES_EXPORT_BATCH_SIZE", env.int("POSTGRES_EXPORT_BATCH_SIZE", default=1000)),
+    },
+    "elasticsearch": {
+        "BACKEND": "telemetry.exporters.elasticsearch.ElasticsearchExporter",
+        "OPTIONS": {
+            "url": ELASTICSEARCH_URL or "http://localhost:9200",
+            "index": ELASTICSEARCH_INDEX,
+            "username": ELASTICSEARCH_USERNAME,
+            "password": ELASTICSEARCH_PASSWORD,
+            "api_key": ELASTICSEARCH_API_KEY,
+            "ca_certs": ELASTICSEARCH_CA_CERTS,
+            "verify_certs": ELASTICSEARCH_VERIFY_CERTS,
+            "plain_json": ELASTICSEARCH_PLAIN_JSON,
+            "retention_days": ELASTICSEARCH_RETENTION_DAYS,
+        },
+        "BATCH_SIZE": _positive(
+            "ELASTICSEARCH_EXPORT_BATCH_SIZE", env.int("ELASTICSEARCH_EXPORT_BATCH_SIZE", default=500)
+        ),
+    },
+}
+for _name in ENABLED_EXPORTERS:
+    if _name not in TELEMETRY_EXPORTERS:
+        raise ImproperlyConfigured(
+            f"ENABLED_EXPORTERS names {_name!r}, which is not one of {sorted(TELEMETRY_EXPORTERS)}"
+        )
+# How long a process trusts its copy of the ExporterSetting rows: an admin change reaches
+# running workers within this many seconds.
+TELEMETRY_EXPORTER_SETTINGS_TTL = _positive(
+    "TELEMETRY_EXPORTER_SETTINGS_TTL", env.float("TELEMETRY_EXPORTER_SETTINGS_TTL", default=30.0)
+)
+# A batch an exporter could not take for a transient reason is retried after
+# BACKOFF * 2**attempt seconds, capped at BACKOFF_MAX, for as long as it takes.
+TELEMETRY_EXPORT_RETRY_BACKOFF = _positive(
+    "TELEMETRY_EXPORT_RETRY_BACKOFF", env.float("TELEMETRY_EXPORT_RETRY_BACKOFF", default=1.0)
+)
+TELEMETRY_EXPORT_RETRY_BACKOFF_MAX = _positive(
+    "TELEMETRY_EXPORT_RETRY_BACKOFF_MAX", env.float("TELEMETRY_EXPORT_RETRY_BACKOFF_MAX", default=60.0)
+)
+# Dotted paths of fn(cursor, table) called inside the Postgres exporter's insert transaction
+# with a temporary table of the rows that were new (see telemetry.exporters.postgres).
+TELEMETRY_POSTGRES_AFTER_INSERT = env.list("TELEMETRY_POSTGRES_AFTER_INSERT", default=[])
+
 # --- Celery --------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task whose worker died is handed out again after this long.
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+    "visibility_timeout": _positive("CELERY_VISIBILITY_TIMEOUT", env.int("CELERY_VISIBILITY_TIMEOUT", default=300)),
+    # How often workers look for such tasks; the Redis transport's default sweep (100 s)
+    # would leave a short visibility timeout waiting far longer than it says.
+    "unacked_restore_interval": _positive(
+        "CELERY_UNACKED_RESTORE_INTERVAL", env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10)
+    ),
+    "unacked_restore_throttle": 1,
+    # A publish to a dead broker fails within this many seconds instead of hanging the
+    # telemetry hand-off, which then keeps its records and tries again.
+    "socket_connect_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=5.0),
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=5.0),
 }
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= TELEMETRY_EXPORT_RETRY_BACKOFF_MAX:
+    # A retried export waits in the worker, unacknowledged, for up to the backoff: a shorter
+    # visibility timeout would hand the same batch to a second worker meanwhile.
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than TELEMETRY_EXPORT_RETRY_BACKOFF_MAX")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed"):
@@ -191,6 +260,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# A worker outlives a broker outage of any length rather than exiting after 100 attempts.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Telemetry export tasks go to one queue per exporter, "export.<name>" (see telemetry.tasks):
+# `celery -A gateway_project worker -Q export.postgres,export.elasticsearch`.
 
 # Django 6 makes https the default scheme of URL form fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True

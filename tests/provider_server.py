@@ -143,7 +143,11 @@ NORMAL = _Behaviour()
 
 @functools.lru_cache(maxsize=1024)
 def _behaviour(model: str) -> _Behaviour:
-    """The behaviour a model name asks for; names that match no switch answer normally."""
+    """The behaviour a model name asks for; names that match no switch answer normally.
+
+    A `claude-` prefix is ignored, so a switch also reaches the Anthropic route (`claude-slow-3`).
+    """
+    model = model.removeprefix("claude-")
     if model == "malformed":
         return _Behaviour(malformed=True)
     if model == "die-midstream":

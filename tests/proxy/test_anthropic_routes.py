@@ -116,9 +116,10 @@ def test_tool_calls_are_translated_both_ways(chat, provider_server):
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"location": "Paris"}
-    assert messages_requests(provider_server)[-1].json["tools"][0]["input_schema"] == WEATHER_TOOL["function"][
-        "parameters"
-    ]
+    assert (
+        messages_requests(provider_server)[-1].json["tools"][0]["input_schema"]
+        == WEATHER_TOOL["function"]["parameters"]
+    )
 
     follow_up = chat.chat.completions.create(
         model="claude-3-5-sonnet-20241022",
