@@ -1,8 +1,21 @@
-"""A Django ASGI handler with its own, async-only middleware chain."""
+"""A Django ASGI handler for the proxy routes: async-only middleware and no thread hops.
+
+Django's own handler runs the request_started/finished signal receivers, which
+are sync (database connection housekeeping), through thread hops, and closes
+every response through another. The proxy never touches the database from the
+event loop thread (see proxy/db.py, which does that housekeeping on its own
+thread), so this handler skips the hops and keeps everything else: body reading,
+disconnect detection (a client that goes away cancels the view or its stream),
+the middleware chain from PROXY_MIDDLEWARE and Django's exception handling.
+"""
+
+import asyncio
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.test.utils import override_settings
+from django.urls import set_script_prefix
 
 
 class ProxyASGIHandler(ASGIHandler):
@@ -10,3 +23,42 @@ class ProxyASGIHandler(ASGIHandler):
         # BaseHandler reads settings.MIDDLEWARE; the chain is built once, at start-up.
         with override_settings(MIDDLEWARE=settings.PROXY_MIDDLEWARE):
             super().load_middleware(is_async)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"The proxy handler serves HTTP only, not {scope['type']!r}")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            return
+
+        async def respond():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client went away while the response was being sent
+            return response
+
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        responder = asyncio.create_task(respond())
+        await asyncio.wait((listener, responder), return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, responder):
+            if not task.done():
+                task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, RequestAborted):
+                pass
+        if responder.done() and not responder.cancelled() and responder.exception() is None:
+            responder.result().close()
+        body_file.close()

@@ -67,7 +67,7 @@ class ProxyView(APIView):
                     f"{request.method} is not allowed here.", kind="method_not_allowed", code="method_not_allowed"
                 )
             response = await handler(request, *args, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
         response["x-request-id"] = record.id
         if not response.streaming:
