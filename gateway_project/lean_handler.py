@@ -10,6 +10,7 @@ the middleware chain from PROXY_MIDDLEWARE and Django's exception handling.
 """
 
 import asyncio
+import contextlib
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
@@ -43,10 +44,9 @@ class ProxyASGIHandler(ASGIHandler):
 
         async def respond():
             response = await self.run_get_response(request)
-            try:
+            # A client that goes away while the response is being sent cancels the send.
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while the response was being sent
             return response
 
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
@@ -55,10 +55,8 @@ class ProxyASGIHandler(ASGIHandler):
         for task in (listener, responder):
             if not task.done():
                 task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                 await task
-            except (asyncio.CancelledError, RequestAborted):
-                pass
         if responder.done() and not responder.cancelled() and responder.exception() is None:
             responder.result().close()
         body_file.close()
