@@ -6,7 +6,8 @@ every response through another. The proxy never touches the database from the
 event loop thread (see proxy/db.py, which does that housekeeping on its own
 thread), so this handler skips the hops and keeps everything else: body reading,
 disconnect detection (a client that goes away cancels the view or its stream),
-the middleware chain from PROXY_MIDDLEWARE and Django's exception handling.
+the middleware chain from PROXY_MIDDLEWARE, Django's exception handling and its
+log line for every error response.
 """
 
 import asyncio
@@ -16,7 +17,8 @@ from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.test.utils import override_settings
-from django.urls import set_script_prefix
+from django.urls import set_script_prefix, set_urlconf
+from django.utils.log import log_response
 
 
 class ProxyASGIHandler(ASGIHandler):
@@ -24,6 +26,15 @@ class ProxyASGIHandler(ASGIHandler):
         # BaseHandler reads settings.MIDDLEWARE; the chain is built once, at start-up.
         with override_settings(MIDDLEWARE=settings.PROXY_MIDDLEWARE):
             super().load_middleware(is_async)
+
+    async def get_response_async(self, request):
+        set_urlconf(settings.ROOT_URLCONF)
+        response = await self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 400:
+            # Django logs error responses through a thread hop; a log line is cheap enough to write here.
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        return response
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -803,6 +803,9 @@ class ProviderServer:
         app.router.add_post("/v1/responses", responses)
         app.router.add_get("/v1/models", models)
         app.router.add_post("/v1/messages", messages)
+        # Azure OpenAI serves each model as a deployment under /openai/deployments/<name>/.
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat_completions)
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", embeddings)
         return app
 
     async def listen(self) -> None:

@@ -128,3 +128,18 @@ def test_routing_order(caller, published, provider_server):
         upstream = [r for r in provider_server.requests if r.path == "/v1/chat/completions"][-1]
         assert upstream.json["model"] == upstream_model
         assert recorded["model"] == model
+
+
+def test_azure_deployments_use_their_own_url_and_key_header(caller, published, provider_server, monkeypatch):
+    monkeypatch.setenv("AZURE_API_KEY", "azure-secret")
+    response = httpx.post(
+        caller.openai_base_url + "/chat/completions",
+        json={"model": "azure/my-gpt4o-deployment", "messages": [{"role": "user", "content": "x"}]},
+        headers={"authorization": f"Bearer {caller.key}"},
+    )
+    assert response.status_code == 200, response.text
+    upstream = provider_server.requests[-1]
+    assert upstream.path == "/openai/deployments/my-gpt4o-deployment/chat/completions"
+    assert upstream.headers["api-key"] == "azure-secret"
+    assert "authorization" not in upstream.headers
+    assert attributes(published, response)["provider"] == "azure"
