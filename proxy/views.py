@@ -7,6 +7,7 @@ handed to the telemetry pipeline when the response (or its stream) ends.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 import httpx
 import orjson
@@ -149,8 +150,8 @@ class ProxyView(APIView):
     async def send(self, adapter, *, method: str, url: str, content: bytes | None, stream: bool) -> httpx.Response:
         client = shared_client()
         headers = adapter.headers(self.request.headers, traceparent=self.upstream_traceparent)
-        timeout = httpx.Timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, connect=settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
-        upstream_request = client.build_request(method, url, content=content, headers=headers, timeout=timeout)
+        timeout = _timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
+        upstream_request = client.build_request(method, _url(url), content=content, headers=headers, timeout=timeout)
         started = time.perf_counter()
         try:
             upstream = await client.send(upstream_request, stream=stream)
@@ -239,6 +240,17 @@ class ProxyView(APIView):
         response["x-accel-buffering"] = "no"
         self.copy_provider_headers(upstream, response)
         return response
+
+
+@lru_cache(maxsize=4096)
+def _url(url: str) -> httpx.URL:
+    # httpx parses URLs in Python; a gateway calls the same few endpoints over and over.
+    return httpx.URL(url)
+
+
+@lru_cache(maxsize=16)
+def _timeout(total: float, connect: float) -> httpx.Timeout:
+    return httpx.Timeout(total, connect=connect)
 
 
 def _json_or_none(body: bytes):
