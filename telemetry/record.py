@@ -7,8 +7,8 @@ into the `ai_gateway_request_log` OpenTelemetry-format document.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,7 +27,8 @@ _CONTENT_KEYS = frozenset({"messages", "input", "prompt", "system", "instruction
 
 
 def new_record_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits, like a UUID4's hex but without building a UUID object."""
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
