@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "telemetry.middleware.http_metrics_middleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,6 +101,12 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Whitenoise serves the dashboards' static files (Chart.js included) from the app itself.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
 
 LOGGING = {
     "version": 1,
@@ -200,6 +207,8 @@ TELEMETRY_EXPORTERS = {
         ),
     },
 }
+# Prometheus metrics are always served at /metrics; the name is accepted and needs no exporter.
+ENABLED_EXPORTERS = [_name for _name in ENABLED_EXPORTERS if _name != "prometheus"]
 for _name in ENABLED_EXPORTERS:
     if _name not in TELEMETRY_EXPORTERS:
         raise ImproperlyConfigured(
@@ -220,7 +229,12 @@ TELEMETRY_EXPORT_RETRY_BACKOFF_MAX = _positive(
 )
 # Dotted paths of fn(cursor, table) called inside the Postgres exporter's insert transaction
 # with a temporary table of the rows that were new (see telemetry.exporters.postgres).
-TELEMETRY_POSTGRES_AFTER_INSERT = env.list("TELEMETRY_POSTGRES_AFTER_INSERT", default=[])
+# The dashboards' rollups are updated in the same transaction as the rows they count.
+TELEMETRY_POSTGRES_AFTER_INSERT = env.list(
+    "TELEMETRY_POSTGRES_AFTER_INSERT", default=["dashboards.rollups.apply_new_rows"]
+)
+# The Elasticsearch client logs every request at INFO; the exporter logs what needs attention.
+LOGGING.setdefault("loggers", {})["elastic_transport"] = {"level": "WARNING"}
 
 # --- Celery --------------------------------------------------------------------
 
@@ -234,8 +248,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
         "CELERY_UNACKED_RESTORE_INTERVAL", env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10)
     ),
     "unacked_restore_throttle": 1,
-    # A publish to a dead broker fails within this many seconds instead of hanging the
-    # telemetry hand-off, which then keeps its records and tries again.
+    # A publish to a dead broker fails at once (or within the socket timeout) instead of
+    # retrying: the telemetry hand-off keeps its records and tries again on its own. Workers
+    # reconnect by CELERY_BROKER_CONNECTION_MAX_RETRIES, which this does not touch.
+    "max_retries": 0,
     "socket_connect_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=5.0),
     "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=5.0),
 }

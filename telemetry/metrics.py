@@ -64,3 +64,31 @@ def observe_request(document: dict) -> None:
         streamed = response.get("streamed_data") if isinstance(response, dict) else None
         if streamed:
             PROVIDER_STREAM_CHUNKS.labels(provider).inc(len(streamed))
+
+
+# Export, observed in the Celery workers. Labels: the exporter's name (a handful) and a fixed set of kinds.
+EXPORT_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+TELEMETRY_EXPORT_RECORDS = Counter(
+    "telemetry_export_records", "Records handled by an exporter", ["exporter", "outcome"]
+)  # outcome: exported | discarded (the exporter was disabled)
+TELEMETRY_EXPORT_FAILURES = Counter(
+    "telemetry_export_failures", "Records an export attempt did not store", ["exporter", "kind"]
+)  # kind: transient (retried) | permanent (dead-lettered) | configuration (retried)
+TELEMETRY_DEAD_LETTERS = Counter(
+    "telemetry_dead_letters", "Records an exporter refused for good, kept as dead letters", ["exporter"]
+)
+TELEMETRY_EXPORT_LAG = Histogram(
+    "telemetry_export_lag_seconds",
+    "From a record's timestamp to its successful export",
+    ["exporter"],
+    buckets=EXPORT_LAG_BUCKETS,
+)
+TELEMETRY_EXPORT_DURATION = Histogram(
+    "telemetry_export_duration_seconds", "Time an exporter took for one batch", ["exporter"], buckets=LATENCY_BUCKETS
+)
+TELEMETRY_EXPORT_BACKLOG = Gauge(
+    "telemetry_export_backlog",
+    "Export batches waiting in an exporter's queue",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)

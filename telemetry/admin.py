@@ -1,0 +1,248 @@
+"""Admin for request logs, dead letters and exporter settings. Every write goes through `telemetry.services`."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from telemetry import services
+from telemetry.exporters import ExportError
+from telemetry.models import DeadLetter, ExporterSetting, RequestLog
+
+# Below this many rows an exact count is cheap enough to be worth having.
+_ESTIMATE_FROM = 100_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """On PostgreSQL, the planner's row estimate instead of COUNT(*) for the unfiltered log table."""
+
+    @cached_property
+    def count(self):
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if connection.vendor == "postgresql" and not queryset.query.where:
+            with connection.cursor() as cursor:
+                table = queryset.model._meta.db_table
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
+                row = cursor.fetchone()
+            if row and row[0] >= _ESTIMATE_FROM:
+                return row[0]
+        return super().count
+
+
+class StatusFilter(admin.SimpleListFilter):
+    # Fixed choices: the default filter would run SELECT DISTINCT over the whole log table.
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return (("success", "Success"), ("error", "Error"))
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "timestamp",
+        "org_id",
+        "project_id",
+        "provider",
+        "model",
+        "status",
+        "status_code",
+        "latency",
+        "total_tokens",
+        "cost",
+    )
+    list_filter = (StatusFilter, "stream")
+    # Exact matches only, each served by an index.
+    search_fields = ("=id", "=org_id")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    exclude = ("log_data",)
+    readonly_fields = ("document",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Rows feed the dashboards' rollups; deleting one here would leave them counting it.
+        return False
+
+    @admin.display(description="Document")
+    def document(self, obj):
+        return format_html("<pre>{}</pre>", orjson.dumps(obj.log_data, option=orjson.OPT_INDENT_2).decode())
+
+
+class ResolvedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return (("pending", "Waiting for a retry"), ("resolved", "Exported by a retry"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "pending":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+class DeadLetterForm(forms.ModelForm):
+    """The document is editable, so that what made the store refuse it can be corrected before a retry."""
+
+    document_json = forms.CharField(label="Document (JSON)", widget=forms.Textarea(attrs={"rows": 30, "cols": 120}))
+
+    class Meta:
+        model = DeadLetter
+        fields = ("document_json",)
+
+    def clean_document_json(self):
+        try:
+            document = orjson.loads(self.cleaned_data["document_json"])
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ValidationError("The document must be a JSON object.")
+        self.cleaned_data["document"] = document
+        return self.cleaned_data["document_json"]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    form = DeadLetterForm
+    list_display = ("record_id", "exporter", "short_error", "attempts", "created_at", "retried_at", "resolved_at")
+    list_filter = (ResolvedFilter, "exporter")
+    search_fields = ("=record_id",)
+    readonly_fields = ("record_id", "exporter", "error", "attempts", "created_at", "retried_at", "resolved_at")
+    fields = (*readonly_fields, "document_json")
+    actions = ("retry_export",)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Error")
+    def short_error(self, obj):
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    def save_model(self, request, obj, form, change):
+        services.dead_letter_update_document(dead_letter=obj, document=form.cleaned_data["document"])
+
+    @admin.action(description="Export the selected records again")
+    def retry_export(self, request, queryset):
+        outcome = services.dead_letter_retry(dead_letters=queryset)
+        if outcome.exported:
+            self.message_user(request, f"{outcome.exported} record(s) exported.", messages.SUCCESS)
+        if outcome.failed:
+            self.message_user(
+                request, f"{outcome.failed} record(s) still not exported; see their errors.", messages.WARNING
+            )
+        if not outcome.exported and not outcome.failed:
+            self.message_user(request, "Nothing to retry: the selected records were already exported.")
+
+
+class ExporterSettingForm(forms.ModelForm):
+    """Secrets are write-only: never rendered back; left blank on change, the stored one stays."""
+
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current key.",
+    )
+    clear_secrets = forms.BooleanField(required=False, help_text="Remove the stored password and API key.")
+
+    class Meta:
+        model = ExporterSetting
+        fields = (
+            "name",
+            "enabled",
+            "backend",
+            "url",
+            "index_or_table",
+            "username",
+            "password",
+            "api_key",
+            "clear_secrets",
+            "options",
+            "batch_size",
+            "flush_interval",
+        )
+
+    def secret_changes(self) -> dict:
+        if self.cleaned_data.get("clear_secrets"):
+            return {"password": "", "api_key": ""}
+        return {
+            "password": self.cleaned_data.get("password") or None,
+            "api_key": self.cleaned_data.get("api_key") or None,
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        candidate = copy.copy(self.instance)
+        for field in ("name", "enabled", "backend", "url", "index_or_table", "username", "options"):
+            setattr(candidate, field, cleaned.get(field))
+        for field, value in self.secret_changes().items():
+            if value is not None:
+                setattr(candidate, field, value)
+        services.exporter_setting_validate(setting=candidate)
+        return cleaned
+
+
+@admin.register(ExporterSetting)
+class ExporterSettingAdmin(admin.ModelAdmin):
+    form = ExporterSettingForm
+    list_display = ("name", "enabled", "backend", "url", "index_or_table", "batch_size", "has_secret", "updated_at")
+    list_filter = ("enabled",)
+    readonly_fields = ("updated_at",)
+    actions = ("test_connection",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is what export tasks and queues refer to; renaming would orphan them.
+        return (*self.readonly_fields, "name") if obj is not None else self.readonly_fields
+
+    @admin.display(description="Secret set", boolean=True)
+    def has_secret(self, obj):
+        return bool(obj.password_encrypted or obj.api_key_encrypted)
+
+    def save_model(self, request, obj, form, change):
+        changes = {
+            field: form.cleaned_data[field]
+            for field in ("enabled", "backend", "url", "index_or_table", "username", "options", "batch_size")
+        }
+        changes |= {"flush_interval": form.cleaned_data["flush_interval"], **form.secret_changes()}
+        services.exporter_setting_update(setting=obj, **changes)
+
+    @admin.action(description="Test the connection")
+    def test_connection(self, request, queryset):
+        for setting in queryset:
+            try:
+                found = services.exporter_setting_check(setting=setting)
+            except ExportError as exc:
+                self.message_user(request, f"{setting.name}: cannot connect: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{setting.name}: connected to {found}", messages.SUCCESS)

@@ -1,0 +1,365 @@
+"""The Postgres exporter: request logs into the `RequestLog` table, in bulk and idempotently.
+
+Each batch is one transaction. On PostgreSQL the rows go in with COPY, the fastest way in:
+
+1. straight into the table, or, when after-insert hooks are configured, into the temporary
+   table `new_request_logs` and from there into the table with one INSERT ... SELECT;
+2. if any record of the batch is stored already (the batch is a retry, or was redelivered
+   after a worker died), that fails on the primary key and is undone (a savepoint), and
+   the batch goes the idempotent way: COPY into a temporary staging table, then
+   `INSERT INTO <table> SELECT ... ON CONFLICT (id) DO NOTHING`, whose RETURNING rows (the
+   ones actually written, never the skipped ones) fill `new_request_logs`;
+3. each hook runs.
+
+Both ways store each record once; the first saves the staging copy and the conflict
+checks on the first attempt at a batch, which is nearly every batch.
+
+On SQLite (the embedded mode) the same happens with `bulk_create(ignore_conflicts=True)`:
+the batch is one write transaction, so the rows found missing at its start are exactly
+the rows it writes.
+
+After-insert hooks (TELEMETRY_POSTGRES_AFTER_INSERT, a list of dotted paths):
+    Each is called as `fn(cursor, "new_request_logs")` inside the insert transaction,
+    after the rows are written. `cursor` is a Django cursor on the exporter's database;
+    `new_request_logs` is a temporary table with the request-log table's columns holding
+    only the rows this transaction inserted. Because it commits or rolls back with the
+    rows themselves, a hook sees each record exactly once however often a batch is
+    retried: that is what keeps rollup tables exact. A hook must not commit, and should
+    only read the columns it needs (`log_data` is the large one). If a hook raises, the
+    whole batch rolls back and is retried later, like any transient failure.
+
+A document whose fields do not fit the table's columns (a non-numeric latency, a timestamp
+that is not one) is refused for good and ends up in dead letters; the rest of its batch
+is written. The JSON document itself is stored unchanged in `log_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import DataError, IntegrityError, connections, transaction
+from django.db import Error as DatabaseError
+from django.utils.module_loading import import_string
+from psycopg.errors import UniqueViolation
+
+from telemetry.exporters.base import Exporter, ExportError, ExportResult, json_bytes, parse_timestamp, record_id
+
+logger = logging.getLogger(__name__)
+
+NEW_ROWS_TABLE = "new_request_logs"
+_STAGING_TABLE = "request_log_staging"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+COLUMNS = (
+    "id",
+    "timestamp",
+    "log_data",
+    "ttfb",
+    "latency",
+    "org_id",
+    "project_id",
+    "user_id",
+    "experiment_id",
+    "thread_id",
+    "provider",
+    "model",
+    "status",
+    "status_code",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "provider_latency",
+    "path",
+    "stream",
+)
+_LOG_DATA = COLUMNS.index("log_data")
+_INT32 = 2**31 - 1
+_INT16 = 2**15 - 1
+# numeric(18, 10) holds values below 10**8.
+_COST_LIMIT = 10**8
+
+
+class AfterInsertError(Exception):
+    """An after-insert hook failed; the batch is rolled back and retried."""
+
+
+class PostgresExporter(Exporter):
+    target_option = "table"
+
+    def __init__(self, name: str, *, table: str | None = None, database: str = "default", after_insert=None):
+        super().__init__(name)
+        from telemetry.models import RequestLog
+
+        self.model = RequestLog
+        self.table = table or RequestLog._meta.db_table
+        if not _IDENTIFIER.match(self.table):
+            raise ValueError(f"not a plain table name: {self.table!r}")
+        self.database = database
+        if connections[database].vendor not in ("postgresql", "sqlite"):
+            raise ValueError(f"database {database!r} is neither PostgreSQL nor SQLite")
+        if connections[database].vendor == "sqlite" and self.table != RequestLog._meta.db_table:
+            raise ValueError("on SQLite the exporter writes only to the RequestLog table")
+        paths = settings.TELEMETRY_POSTGRES_AFTER_INSERT if after_insert is None else after_insert
+        self.after_insert = []
+        for path in paths:
+            try:
+                self.after_insert.append(import_string(path))
+            except ImportError as exc:
+                raise ValueError(f"could not import after-insert hook {path!r}: {exc}") from exc
+
+    # --- Exporter interface ------------------------------------------------------------
+
+    def export(self, batch: list[dict]) -> ExportResult:
+        result = ExportResult()
+        unique: dict[str, dict] = {}
+        for document in batch:
+            unique.setdefault(record_id(document), document)
+        documents = list(unique.values())
+        if not documents:
+            return result
+        connection = connections[self.database]
+        if not connection.in_atomic_block:
+            # A connection broken by an earlier failure is replaced rather than failing again.
+            connection.close_if_unusable_or_obsolete()
+        try:
+            self._write_isolating(documents, result)
+        except AfterInsertError as exc:
+            logger.exception("telemetry: an after-insert hook failed; the batch will be retried")
+            return ExportResult.batch_failed(batch, str(exc), done=result)
+        except DatabaseError as exc:
+            return ExportResult.batch_failed(batch, f"{type(exc).__name__}: {exc}".strip(), done=result)
+        return result
+
+    def check(self) -> str:
+        connection = connections[self.database]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(self.table)} LIMIT 1")
+        except DatabaseError as exc:
+            raise ExportError(f"{type(exc).__name__}: {exc}") from exc
+        return f"{connection.vendor} database {connection.settings_dict['NAME']}, table {self.table}"
+
+    # --- Writing -----------------------------------------------------------------------
+
+    def _write_isolating(self, documents: list[dict], result: ExportResult) -> None:
+        """Write the documents; when the database refuses the data, halve until the culprits are alone."""
+        rows = _Rows(documents, result.failed)
+        try:
+            self._write(rows)
+        except (DataError, IntegrityError) as exc:
+            candidates = [document for document in documents if record_id(document) not in result.failed]
+            if len(candidates) == 1:
+                reason = f"refused by the database: {type(exc).__name__}: {exc}".strip()
+                result.failed[record_id(candidates[0])] = reason
+            elif candidates:
+                middle = len(candidates) // 2
+                self._write_isolating(candidates[:middle], result)
+                self._write_isolating(candidates[middle:], result)
+            return
+        result.succeeded.extend(rows.ids())
+
+    def _write(self, rows: _Rows) -> None:
+        connection = connections[self.database]
+        with transaction.atomic(using=self.database):
+            if connection.vendor == "postgresql":
+                self._write_postgresql(connection, rows)
+            else:
+                self._write_sqlite(connection, rows)
+
+    def _write_postgresql(self, connection, rows: _Rows) -> None:
+        table = connection.ops.quote_name(self.table)
+        columns = ", ".join(connection.ops.quote_name(name) for name in COLUMNS)
+        with connection.cursor() as cursor:
+            if self.after_insert:
+                # ON COMMIT DROP: nothing outlives the transaction, which also suits transaction poolers.
+                cursor.execute(_create_temp(NEW_ROWS_TABLE, table))
+            try:
+                with transaction.atomic(using=self.database):
+                    self._insert_new(cursor, rows, table, columns)
+            except IntegrityError as exc:
+                if not isinstance(exc.__cause__, UniqueViolation):
+                    raise
+                # Some of the records are stored already (a retried or redelivered batch).
+                self._insert_skipping_stored(cursor, rows, table, columns)
+            if self.after_insert:
+                self._run_hooks(cursor)
+
+    def _insert_new(self, cursor, rows: _Rows, table: str, columns: str) -> None:
+        """The fast path, for a batch none of whose records is stored yet: the first attempt, nearly always."""
+        if not self.after_insert:
+            self._copy(cursor, rows, table, columns)
+            return
+        self._copy(cursor, rows, NEW_ROWS_TABLE, columns)
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {NEW_ROWS_TABLE}")
+
+    def _insert_skipping_stored(self, cursor, rows: _Rows, table: str, columns: str) -> None:
+        cursor.execute(_create_temp(_STAGING_TABLE, table))
+        self._copy(cursor, rows, _STAGING_TABLE, columns)
+        move = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
+        if not self.after_insert:
+            cursor.execute(move)
+            return
+        # Only what this INSERT wrote, never the conflicting records, goes to the hooks.
+        cursor.execute(
+            f"WITH inserted AS ({move} RETURNING {columns}) "
+            f"INSERT INTO {NEW_ROWS_TABLE} ({columns}) SELECT {columns} FROM inserted"
+        )
+
+    def _copy(self, cursor, rows: _Rows, target: str, columns: str) -> None:
+        connection = connections[self.database]
+        with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(_with_log_text(row))
+
+    def _write_sqlite(self, connection, rows: _Rows) -> None:
+        objects = [self.model(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
+        manager = self.model.objects.using(self.database)
+        existing = set(manager.filter(pk__in=[obj.pk for obj in objects]).values_list("pk", flat=True))
+        new = [obj for obj in objects if obj.pk not in existing]
+        manager.bulk_create(new, ignore_conflicts=True)
+        if not self.after_insert:
+            return
+        table = connection.ops.quote_name(self.table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS temp.{NEW_ROWS_TABLE}")
+            cursor.execute(f"CREATE TEMP TABLE {NEW_ROWS_TABLE} AS SELECT * FROM {table} WHERE 0")
+            for start in range(0, len(new), 500):
+                ids = [obj.pk for obj in new[start : start + 500]]
+                marks = ", ".join(["%s"] * len(ids))
+                cursor.execute(f"INSERT INTO {NEW_ROWS_TABLE} SELECT * FROM {table} WHERE id IN ({marks})", ids)
+            self._run_hooks(cursor)
+            cursor.execute(f"DROP TABLE temp.{NEW_ROWS_TABLE}")
+
+    def _run_hooks(self, cursor) -> None:
+        for hook in self.after_insert:
+            try:
+                hook(cursor, NEW_ROWS_TABLE)
+            except Exception as exc:  # any hook failure rolls the batch back, to be retried
+                raise AfterInsertError(f"after-insert hook {hook.__module__}.{hook.__qualname__}: {exc}") from exc
+
+
+class _Rows:
+    """A batch's table rows, made while COPY sends them, so that the database works meanwhile.
+
+    A document that does not fit is entered in `failed` and left out. The rows are kept
+    for a second pass (the idempotent path after a conflict).
+    """
+
+    def __init__(self, documents: list[dict], failed: dict[str, str]):
+        self._documents = documents
+        self._failed = failed
+        self._made: list[tuple] | None = None
+
+    def __iter__(self):
+        if self._made is not None:
+            yield from self._made
+            return
+        made = []
+        for document in self._documents:
+            try:
+                row = table_row(document)
+            except (KeyError, TypeError, ValueError) as exc:
+                self._failed[record_id(document)] = f"does not fit the request log table: {exc}"
+                continue
+            made.append(row)
+            yield row
+        self._made = made
+
+    def ids(self) -> list[str]:
+        return [row[0] for row in self]
+
+
+def _create_temp(name: str, like: str) -> str:
+    # The log table's compression too, so that a document compressed once is copied as it is.
+    return f"CREATE TEMP TABLE {name} (LIKE {like} INCLUDING COMPRESSION) ON COMMIT DROP"
+
+
+def _with_log_text(row: tuple) -> tuple:
+    return (*row[:_LOG_DATA], json_bytes(row[_LOG_DATA]).decode(), *row[_LOG_DATA + 1 :])
+
+
+def table_row(document: dict) -> tuple:
+    """The table's columns for one document, in COLUMNS order; ValueError when it does not fit."""
+    attributes = document["attributes"]
+    metadata = attributes["metadata"]
+    if not isinstance(attributes, dict) or not isinstance(metadata, dict):
+        raise ValueError("attributes and attributes.metadata must be objects")
+    rid = attributes["id"]
+    if not isinstance(rid, str) or not 0 < len(rid) <= 64:
+        raise ValueError("attributes.id must be a string of 1 to 64 characters")
+    tokens = metadata.get("tokens") or {}
+    if not isinstance(tokens, dict):
+        raise ValueError("metadata.tokens must be an object")
+    input_tokens = _integer(tokens.get("input"), "tokens.input", limit=_INT32) or 0
+    output_tokens = _integer(tokens.get("output"), "tokens.output", limit=_INT32) or 0
+    total = tokens.get("total")
+    return (
+        rid,
+        parse_timestamp(document["timestamp"]),
+        document,
+        _integer(metadata.get("ttfb"), "ttfb", limit=_INT32),
+        _integer(metadata.get("latency"), "latency", limit=_INT32),
+        _text(attributes.get("org_id"), 100) or "",
+        _text(attributes.get("project_id"), 100),
+        _text(attributes.get("user_id"), 256),
+        _text(attributes.get("experiment_id"), 200),
+        _text(attributes.get("thread_id"), 200),
+        _text(attributes.get("provider"), 32),
+        _text(attributes.get("model"), 200),
+        _text(metadata.get("status"), 16) or "",
+        _integer(metadata.get("status_code"), "status_code", limit=_INT16) or 0,
+        _text(metadata.get("error_type"), 100),
+        input_tokens,
+        output_tokens,
+        _integer(total, "tokens.total", limit=_INT32) if total is not None else input_tokens + output_tokens,
+        _cost(metadata.get("cost")),
+        _integer(metadata.get("provider_latency"), "provider_latency", limit=_INT32),
+        _text(metadata.get("path"), 64) or "",
+        _boolean(metadata.get("stream"), "stream"),
+    )
+
+
+def _integer(value, name: str, *, limit: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"metadata.{name} is not a number: {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"metadata.{name} is not finite: {value!r}")
+        value = round(value)
+    if not -limit <= value <= limit:
+        raise ValueError(f"metadata.{name} is out of range: {value!r}")
+    return value
+
+
+def _cost(value) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"metadata.cost is not a number: {value!r}")
+    if abs(value) >= _COST_LIMIT:
+        raise ValueError(f"metadata.cost is out of range: {value!r}")
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _text(value, max_length: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    # The column is a filterable copy; the full value stays in log_data.
+    return str(value)[:max_length]
+
+
+def _boolean(value, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"metadata.{name} is not a boolean: {value!r}")
+    return value

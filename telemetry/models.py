@@ -1,0 +1,146 @@
+"""Where exported request logs, refused records and exporter settings live in the database."""
+
+from __future__ import annotations
+
+import orjson
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from proxy import crypto
+
+
+class RequestLog(models.Model):
+    """One request's `ai_gateway_request_log` document, as written by the Postgres exporter.
+
+    `log_data` is the exact document; the other columns are copies of its fields, extracted
+    at export time so that dashboards filter and aggregate without reading the JSON.
+    Rows are only ever inserted, by `telemetry.exporters.postgres`.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    timestamp = models.DateTimeField()
+    log_data = models.JSONField()
+    ttfb = models.IntegerField(null=True, help_text="ms")
+    latency = models.IntegerField(null=True, help_text="ms")
+    org_id = models.CharField(max_length=100)
+    # NULL where the document has null, so that a missing value never reads as an empty id.
+    project_id = models.CharField(max_length=100, null=True)  # noqa: DJ001
+    user_id = models.CharField(max_length=256, null=True)  # noqa: DJ001
+    experiment_id = models.CharField(max_length=200, null=True)  # noqa: DJ001
+    thread_id = models.CharField(max_length=200, null=True)  # noqa: DJ001
+    provider = models.CharField(max_length=32, null=True)  # noqa: DJ001
+    model = models.CharField(max_length=200, null=True)  # noqa: DJ001
+    status = models.CharField(max_length=16)
+    status_code = models.SmallIntegerField()
+    error_type = models.CharField(max_length=100, null=True)  # noqa: DJ001
+    input_tokens = models.IntegerField()
+    output_tokens = models.IntegerField()
+    total_tokens = models.IntegerField()
+    cost = models.DecimalField(max_digits=18, decimal_places=10, null=True)
+    provider_latency = models.IntegerField(null=True, help_text="ms")
+    path = models.CharField(max_length=64)
+    stream = models.BooleanField()
+
+    class Meta:
+        db_table = settings.POSTGRES_LOG_TABLE
+        ordering = ["-timestamp"]
+        # The dashboards read an org's (or project's, or user's) rows over a time window.
+        # The plain timestamp index serves cross-org scans and the admin's newest-first list;
+        # a btree rather than a BRIN, because only a btree can hand rows out in order.
+        indexes = [
+            models.Index(fields=["org_id", "timestamp"], name="request_log_org_time"),
+            models.Index(fields=["org_id", "project_id", "timestamp"], name="request_log_project_time"),
+            models.Index(fields=["org_id", "user_id", "timestamp"], name="request_log_user_time"),
+            models.Index(fields=["timestamp"], name="request_log_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} {self.timestamp:%Y-%m-%d %H:%M:%S} {self.org_id}"
+
+
+class DeadLetter(models.Model):
+    """A record an exporter refused for good, kept with its document until it is re-exported.
+
+    One row per (exporter, record): a record refused again updates its row, so retried
+    batches never pile up copies.
+    """
+
+    record_id = models.CharField(max_length=64)
+    exporter = models.CharField(max_length=64)
+    error = models.TextField()
+    # JSON text rather than a JSON column: a document PostgreSQL's jsonb refuses (a NUL
+    # character in a string, say) is exactly the kind that ends up here.
+    document_json = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    retried_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True, help_text="When a retry exported it")
+    attempts = models.PositiveIntegerField(default=1, help_text="Export attempts that failed")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["exporter", "record_id"], name="dead_letter_unique_per_exporter"),
+        ]
+        indexes = [models.Index(fields=["exporter", "resolved_at"], name="dead_letter_pending")]
+
+    def __str__(self):
+        return f"{self.record_id} ({self.exporter})"
+
+    @property
+    def document(self):
+        return orjson.loads(self.document_json)
+
+    @document.setter
+    def document(self, value) -> None:
+        self.document_json = orjson.dumps(value).decode()
+
+    @property
+    def resolved(self) -> bool:
+        return self.resolved_at is not None
+
+
+class ExporterSetting(models.Model):
+    """An exporter's live configuration, editable in the admin.
+
+    Seeded from TELEMETRY_EXPORTERS (the environment) the first time it is read; from then
+    on this row is what workers use, re-read within TELEMETRY_EXPORTER_SETTINGS_TTL.
+    Secrets are stored encrypted with the gateway's credential key.
+    """
+
+    name = models.SlugField(max_length=64, unique=True, help_text='e.g. "postgres" or "elasticsearch"')
+    enabled = models.BooleanField(default=True)
+    backend = models.CharField(max_length=255, help_text="Dotted path of the exporter class")
+    url = models.CharField(max_length=500, blank=True)
+    index_or_table = models.CharField(max_length=200, blank=True)
+    username = models.CharField(max_length=200, blank=True)
+    password_encrypted = models.TextField(blank=True)
+    api_key_encrypted = models.TextField(blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Further backend options, e.g. ca_certs")
+    batch_size = models.PositiveIntegerField(default=500, help_text="Records per export task")
+    flush_interval = models.FloatField(
+        default=1.0, help_text="Seconds until exported records become visible, where the store has such a setting"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def password(self) -> str:
+        return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    @password.setter
+    def password(self, plaintext: str) -> None:
+        self.password_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @api_key.setter
+    def api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
