@@ -4,6 +4,8 @@ Labels never carry user, key or request ids, so their cardinality stays bounded.
 With PROMETHEUS_MULTIPROC_DIR set, prometheus_client aggregates across worker processes.
 """
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -37,6 +39,12 @@ TELEMETRY_HANDOFF_BACKLOG = Gauge(
 )
 
 
+@lru_cache(maxsize=8192)
+def _child(metric, *labels):
+    # `.labels()` validates on every call; label values here are bounded, so children are looked up once.
+    return metric.labels(*labels)
+
+
 def observe_request(document: dict) -> None:
     """Provider metrics from a finished request's document (run by the handoff thread, not the request)."""
     attributes = document["attributes"]
@@ -46,24 +54,23 @@ def observe_request(document: dict) -> None:
     metadata = attributes["metadata"]
     model = attributes.get("model") or ""
     operation = metadata.get("path", "").rsplit("/v1/", 1)[-1] or "unknown"
-    PROVIDER_REQUESTS.labels(provider, model, operation, metadata.get("status", "unknown")).inc()
+    _child(PROVIDER_REQUESTS, provider, model, operation, metadata.get("status", "unknown")).inc()
     if metadata.get("provider_latency") is not None:
         # A stream's upstream call lasts until its last chunk, which is when the request ends.
         upstream_ms = metadata.get("latency") if metadata.get("stream") else metadata["provider_latency"]
-        seconds = (upstream_ms or 0) / 1000.0
-        PROVIDER_REQUEST_DURATION.labels(provider, operation).observe(seconds)
+        _child(PROVIDER_REQUEST_DURATION, provider, operation).observe((upstream_ms or 0) / 1000.0)
     tokens = metadata.get("tokens") or {}
     if tokens.get("input"):
-        PROVIDER_TOKENS.labels(provider, model, "input").inc(tokens["input"])
+        _child(PROVIDER_TOKENS, provider, model, "input").inc(tokens["input"])
     if tokens.get("output"):
-        PROVIDER_TOKENS.labels(provider, model, "output").inc(tokens["output"])
+        _child(PROVIDER_TOKENS, provider, model, "output").inc(tokens["output"])
     if metadata.get("stream"):
         if metadata.get("provider_latency") is not None:
-            PROVIDER_STREAM_TTFB.labels(provider).observe(metadata["provider_latency"] / 1000.0)
+            _child(PROVIDER_STREAM_TTFB, provider).observe(metadata["provider_latency"] / 1000.0)
         response = attributes.get("response")
         streamed = response.get("streamed_data") if isinstance(response, dict) else None
         if streamed:
-            PROVIDER_STREAM_CHUNKS.labels(provider).inc(len(streamed))
+            _child(PROVIDER_STREAM_CHUNKS, provider).inc(len(streamed))
 
 
 # Export, observed in the Celery workers. Labels: the exporter's name (a handful) and a fixed set of kinds.
