@@ -34,7 +34,24 @@ class CeleryPublisher:
     def publish(self, documents: list[dict]) -> None:
         from telemetry.tasks import enqueue_batch
 
-        enqueue_batch(documents)
+        try:
+            enqueue_batch(documents)
+        except Exception:
+            self.reset_connections()
+            raise
+
+    @staticmethod
+    def reset_connections() -> None:
+        """Drop pooled broker connections, so the next publish after an outage starts from fresh ones."""
+        from kombu import pools
+
+        from gateway_project.celery import app
+
+        # kombu keeps its pools in process-wide registries keyed by broker URL: clear those too,
+        # or the app would be handed the same (now closed) pool again.
+        pools.reset()
+        app._pool = None
+        app.amqp._producer_pool = None
 
 
 class MemoryPublisher:
