@@ -261,12 +261,13 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= TELEMETRY_EXPORT_RET
     raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than TELEMETRY_EXPORT_RETRY_BACKOFF_MAX")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS |= {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True

@@ -1,0 +1,31 @@
+"""Who may see which org: the one place every dashboard view and query asks.
+
+Staff see every org; owners and members see the orgs they belong to. Anything else is a
+404, never a 403, so that a guessed URL does not tell an outsider that an org or a log exists.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from proxy.models import Organisation, Project
+
+
+def visible_orgs(*, user) -> QuerySet[Organisation]:
+    if not user.is_authenticated or not user.is_active:
+        return Organisation.objects.none()
+    if user.is_staff:
+        return Organisation.objects.all()
+    return Organisation.objects.filter(memberships__user=user)
+
+
+def org_for_user(*, user, org_slug: str) -> Organisation:
+    """The org `user` may see, or Http404."""
+    return get_object_or_404(visible_orgs(user=user), slug=org_slug)
+
+
+def project_for_user(*, user, org_slug: str, project_slug: str) -> tuple[Organisation, Project]:
+    """The org and project `user` may see, or Http404."""
+    org = org_for_user(user=user, org_slug=org_slug)
+    return org, get_object_or_404(Project.objects.filter(org=org), slug=project_slug)

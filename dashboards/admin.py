@@ -1,0 +1,83 @@
+"""Read-only admin for the usage rollups, linking each row to its dashboard."""
+
+from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from dashboards.models import DailyProjectUsage, DailyUsage, HourlyProjectUsage, HourlyUsage
+
+EMPTY = "\N{EN DASH}"
+
+
+class UsageAdmin(admin.ModelAdmin):
+    list_display = (
+        "bucket",
+        "org_id",
+        "project_id",
+        "user_id",
+        "model",
+        "provider",
+        "status",
+        "error_type",
+        "requests",
+        "cost",
+        "dashboard",
+    )
+    list_filter = ("status", "provider")
+    search_fields = ("org_id", "project_id", "user_id", "model")
+    date_hierarchy = "bucket"
+    # The tables grow with traffic: no full COUNT(*) on every changelist page.
+    show_full_result_count = False
+    fields = (
+        "bucket",
+        "org_id",
+        "project_id",
+        "user_id",
+        "experiment_id",
+        "model",
+        "provider",
+        "status",
+        "error_type",
+        "requests",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "latency_sum",
+        "latency_count",
+        "ttfb_sum",
+        "ttfb_count",
+    )
+
+    # Rollups are derived data: they are rebuilt with `backfill_rollups`, never edited by hand.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Dashboard")
+    def dashboard(self, obj):
+        try:
+            if obj.project_id:
+                url = reverse("dashboards:project", args=[obj.org_id, obj.project_id])
+            else:
+                url = reverse("dashboards:org", args=[obj.org_id])
+        except NoReverseMatch:  # an id that is not a slug, e.g. requests refused before auth
+            return EMPTY
+        return format_html('<a href="{}">Open</a>', url)
+
+
+class ProjectUsageAdmin(UsageAdmin):
+    list_display = tuple(name for name in UsageAdmin.list_display if name != "user_id")
+    search_fields = ("org_id", "project_id", "model")
+    fields = tuple(name for name in UsageAdmin.fields if name != "user_id")
+
+
+admin.site.register(HourlyUsage, UsageAdmin)
+admin.site.register(DailyUsage, UsageAdmin)
+admin.site.register(HourlyProjectUsage, ProjectUsageAdmin)
+admin.site.register(DailyProjectUsage, ProjectUsageAdmin)

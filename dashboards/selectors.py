@@ -1,0 +1,687 @@
+"""Reads for the dashboards. Charts and breakdowns read the rollups only; the raw request log is
+read one page of rows at a time (the explorer) or one row at a time (the detail page)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Context, Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet, TextField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce, Concat
+from django.http import Http404
+from django.utils import timezone
+
+from dashboards import histograms
+from dashboards.models import (
+    ADDITIVE_MEASURES,
+    DailyFacetUsage,
+    DailyProjectUsage,
+    DailyUsage,
+    FacetUsage,
+    HourlyFacetUsage,
+    HourlyProjectUsage,
+    HourlyUsage,
+)
+from proxy.models import Organisation, Project
+from telemetry.models import RequestLog
+
+# Beyond a week the charts are per day and read the daily rollups.
+HOURLY_MAX_SPAN = timedelta(days=7)
+RANGES = {"24h": ("Last 24 hours", timedelta(hours=24)), "7d": ("Last 7 days", timedelta(days=7))}
+DAY_RANGES = {"30d": ("Last 30 days", 30), "90d": ("Last 90 days", 90)}
+DEFAULT_RANGE = "7d"
+BREAKDOWNS = ("org_id", "project_id", "user_id", "model", "provider", "experiment_id", "error_type")
+BREAKDOWN_LIMIT = 50
+EXPLORER_PAGE_SIZE = 50
+# A text search looks through at most this many of the filtered rows per page, newest first,
+# so that a rare word costs a bounded scan and the user pages on to older rows.
+SEARCH_SCAN_ROWS = 20_000
+SEARCH_CHUNK_ROWS = 2_000
+# With Elasticsearch, the newest matches asked of it per page, before the database's filters.
+SEARCH_INDEX_HITS = 500
+
+
+# --- Windows, scopes and filters ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time range cut to whole buckets of its granularity (UTC), so rollups cover it exactly."""
+
+    key: str
+    label: str
+    since: datetime
+    until: datetime
+    granularity: str  # "hour" or "day"
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(hours=1) if self.granularity == "hour" else timedelta(days=1)
+
+    def buckets(self) -> list[datetime]:
+        count = int((self.until - self.since) / self.step)
+        return [self.since + index * self.step for index in range(count)]
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def window_from(
+    *, range_key: str = DEFAULT_RANGE, start: date | None = None, end: date | None = None, now: datetime | None = None
+) -> Window:
+    """The window for a range choice ("24h", "7d", "30d", "90d", or "custom" with dates)."""
+    now = now or timezone.now()
+    if range_key == "custom" and start and end:
+        start, end = min(start, end), max(start, end)
+        since, until = _day_start(start), _day_start(end) + timedelta(days=1)
+        granularity = "hour" if until - since <= HOURLY_MAX_SPAN else "day"
+        return Window("custom", f"{start:%d %b %Y} to {end:%d %b %Y}", since, until, granularity)
+    if range_key in DAY_RANGES:
+        label, days = DAY_RANGES[range_key]
+        until = _day_start(now.astimezone(UTC).date()) + timedelta(days=1)
+        return Window(range_key, label, until - timedelta(days=days), until, "day")
+    if range_key not in RANGES:
+        range_key = DEFAULT_RANGE
+    label, span = RANGES[range_key]
+    until = _hour_floor(now) + timedelta(hours=1)
+    return Window(range_key, label, until - span, until, "hour")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose usage: one or more orgs (by slug), optionally narrowed to a project or an end user."""
+
+    org_ids: tuple[str, ...]
+    project_id: str | None = None
+    user_id: str | None = None
+    # The overview: every visible org side by side, however many there are.
+    across_orgs: bool = False
+
+
+@dataclass(frozen=True)
+class UsageFilters:
+    provider: str = ""
+    model: str = ""
+    status: str = ""
+    experiment_id: str = ""
+
+
+# --- Usage numbers --------------------------------------------------------------
+
+
+@dataclass
+class UsageStats:
+    """Summed rollup measures for one group (an org, a bucket, a model...), with derived numbers."""
+
+    key: object = None
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    latency_sum: int = 0
+    latency_count: int = 0
+    ttfb_sum: int = 0
+    ttfb_count: int = 0
+    latency_histogram: list[int] = field(default_factory=lambda: [0] * histograms.BUCKET_COUNT)
+    ttfb_histogram: list[int] = field(default_factory=lambda: [0] * histograms.BUCKET_COUNT)
+    label: str = ""
+
+    @classmethod
+    def from_sums(cls, sums: dict, *, key=None) -> UsageStats:
+        """From summed rollup columns by name; a histogram not among them stays empty."""
+
+        def value(name):
+            # PostgreSQL sums BIGINT columns as NUMERIC.
+            return int(sums.get(name) or 0)
+
+        get = sums.get
+        return cls(
+            key=key,
+            requests=value("requests"),
+            errors=value("errors"),
+            input_tokens=value("input_tokens"),
+            output_tokens=value("output_tokens"),
+            cost=_decimal(sums.get("cost")),
+            latency_sum=value("latency_sum"),
+            latency_count=value("latency_count"),
+            ttfb_sum=value("ttfb_sum"),
+            ttfb_count=value("ttfb_count"),
+            # INTEGER columns, summed as BIGINT: already ints.
+            latency_histogram=[get(name) or 0 for name in histograms.LATENCY_COLUMNS],
+            ttfb_histogram=[get(name) or 0 for name in histograms.TTFB_COLUMNS],
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def latency_avg(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
+
+    @property
+    def ttfb_avg(self) -> float | None:
+        return self.ttfb_sum / self.ttfb_count if self.ttfb_count else None
+
+    @property
+    def latency_p50(self) -> float | None:
+        return histograms.percentile(self.latency_histogram, 0.50)
+
+    @property
+    def latency_p95(self) -> float | None:
+        return histograms.percentile(self.latency_histogram, 0.95)
+
+    @property
+    def latency_p99(self) -> float | None:
+        return histograms.percentile(self.latency_histogram, 0.99)
+
+    @property
+    def ttfb_p50(self) -> float | None:
+        return histograms.percentile(self.ttfb_histogram, 0.50)
+
+    @property
+    def ttfb_p95(self) -> float | None:
+        return histograms.percentile(self.ttfb_histogram, 0.95)
+
+    def merge(self, other: UsageStats) -> None:
+        """Add another group's measures to this one: every measure is additive."""
+        for name in _SCALAR_MEASURES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency_histogram = [a + b for a, b in zip(self.latency_histogram, other.latency_histogram, strict=True)]
+        self.ttfb_histogram = [a + b for a, b in zip(self.ttfb_histogram, other.ttfb_histogram, strict=True)]
+
+
+_HISTOGRAM_COLUMNS = frozenset((*histograms.LATENCY_COLUMNS, *histograms.TTFB_COLUMNS))
+_SCALAR_MEASURES = [name for name in ADDITIVE_MEASURES if name not in _HISTOGRAM_COLUMNS]
+# Breakdown tables show TTFB as an average: its histogram would nearly double the work of every
+# breakdown query, while the charts above them carry the TTFB percentiles.
+_BREAKDOWN_MEASURES = tuple(name for name in ADDITIVE_MEASURES if name not in histograms.TTFB_COLUMNS)
+# SQLite sums NUMERIC columns as floats, good to 15 significant digits (as Django reads them).
+_FLOAT_DIGITS = Context(prec=15)
+
+
+def _decimal(value) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    return _FLOAT_DIGITS.create_decimal_from_float(value or 0)
+
+
+def _moment(value) -> datetime:
+    # SQLite hands back naive UTC, as Django writes it (as text from an expression); PostgreSQL
+    # an aware datetime.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    granularity: str
+    since: datetime
+    until: datetime
+
+
+def _segments(window: Window) -> list[_Segment]:
+    """The window as whole days read from daily rollups, plus any partial days from hourly ones.
+
+    A week of hourly buckets holds many times the rows of its six or seven days, and only the
+    charts need hours; totals and breakdowns can sum days.
+    """
+    if window.granularity == "day":
+        return [_Segment("day", window.since, window.until)]
+    first_day = _day_start(window.since.astimezone(UTC).date())
+    if first_day < window.since:
+        first_day += timedelta(days=1)
+    last_day = _day_start(window.until.astimezone(UTC).date())
+    if last_day <= first_day:
+        return [_Segment("hour", window.since, window.until)]
+    segments = [_Segment("day", first_day, last_day)]
+    if window.since < first_day:
+        segments.insert(0, _Segment("hour", window.since, first_day))
+    if last_day < window.until:
+        segments.append(_Segment("hour", last_day, window.until))
+    return segments
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Rows of one rollup table, the conditions that pick them, and what a question's columns
+    are called in that table where the names differ (a facet's `value`)."""
+
+    table: str
+    conditions: tuple[str, ...]
+    params: tuple
+    renamed: tuple[tuple[str, str], ...] = ()
+
+    def where(self, condition: str, *params) -> _Part:
+        return replace(self, conditions=(*self.conditions, condition), params=(*self.params, *params))
+
+    def select(self, columns: Sequence[str]) -> str:
+        names = dict(self.renamed)
+        listed = ", ".join(f"{names[name]} AS {name}" if name in names else name for name in columns)
+        return f"SELECT {listed} FROM {self.table} WHERE {' AND '.join(self.conditions)}"
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rollup rows a question reads: from one table, or for whole days from a daily one and
+    for the hours around them from an hourly one.
+
+    Usage reads are plain SQL: building a query of fifty SUMs through the ORM costs more than the
+    database takes to answer it from the facet rollup.
+    """
+
+    parts: tuple[_Part, ...]
+
+    def fetch(
+        self,
+        select: str,
+        *,
+        columns: Sequence[str],
+        group_by: str = "",
+        order_by: str = "",
+        limit: int | None = None,
+    ) -> list[tuple]:
+        """`select` over the `columns` of every part's rows, as one query."""
+        sql = f"SELECT {select} FROM ({' UNION ALL '.join(part.select(columns) for part in self.parts)}) AS usage_rows"
+        if group_by:
+            sql += f" GROUP BY {group_by}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # Rollup reads pick their rows by org and time through an index: starting parallel
+                # workers costs more than they save, but the planner (pricing every page read as
+                # a disk seek) often plans them, and a Parallel Append for every read of days and
+                # hours together.
+                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            cursor.execute(sql, [param for part in self.parts for param in part.params])
+            return cursor.fetchall()
+
+    def sums(
+        self, *, key: str, measures: Sequence[str], by_cost: bool = False, limit: int | None = None
+    ) -> list[UsageStats]:
+        """The measures summed per value of the column `key`, one `UsageStats` each."""
+        select = ", ".join((key, *(f"SUM({name})" for name in measures)))
+        # Biggest spenders first, then most requests: the order of every breakdown.
+        order_by = f"{2 + measures.index('cost')} DESC, {2 + measures.index('requests')} DESC, 1" if by_cost else ""
+        rows = self.fetch(select, columns=(key, *measures), group_by="1", order_by=order_by, limit=limit)
+        return [UsageStats.from_sums(dict(zip(measures, sums, strict=True)), key=value) for value, *sums in rows]
+
+
+def _in_segment(model, *, scope: Scope, segment: Window | _Segment) -> _Part:
+    since, until = (connection.ops.adapt_datetimefield_value(moment) for moment in (segment.since, segment.until))
+    part = _Part(model._meta.db_table, ("bucket >= %s", "bucket < %s"), (since, until))
+    # A single org is an equality, which PostgreSQL plans better than IN with one item.
+    if len(scope.org_ids) == 1:
+        return part.where("org_id = %s", scope.org_ids[0])
+    return part.where(f"org_id IN ({', '.join(['%s'] * len(scope.org_ids))})", *scope.org_ids)
+
+
+def _combinations(*, scope: Scope, segment: Window | _Segment, filters: UsageFilters, by: str | None) -> _Part:
+    # Only a question about end users needs the per-user rollups; the others have far fewer rows.
+    if scope.user_id is not None or by == "user_id":
+        model = HourlyUsage if segment.granularity == "hour" else DailyUsage
+    else:
+        model = HourlyProjectUsage if segment.granularity == "hour" else DailyProjectUsage
+    part = _in_segment(model, scope=scope, segment=segment)
+    if scope.project_id is not None:
+        part = part.where("project_id = %s", scope.project_id)
+    if scope.user_id is not None:
+        part = part.where("user_id = %s", scope.user_id)
+    for name in ("provider", "model", "status", "experiment_id"):
+        if value := getattr(filters, name):
+            part = part.where(f"{name} = %s", value)
+    if by == "error_type":
+        part = part.where("status = 'error'")
+    return part
+
+
+def _facets(model, *, scope: Scope, segment: Window | _Segment, dimensions: Sequence[str], renamed=()) -> _Part:
+    part = replace(_in_segment(model, scope=scope, segment=segment), renamed=renamed)
+    if len(dimensions) == 1:
+        part = part.where("dimension = %s", dimensions[0])
+    else:
+        part = part.where(f"dimension IN ({', '.join(['%s'] * len(dimensions))})", *dimensions)
+    if scope.project_id is not None:
+        part = part.where("project_id = %s", scope.project_id)
+    return part
+
+
+def _answers_from_facets(
+    *, scope: Scope, filters: UsageFilters, segment: Window | _Segment, dimensions: Sequence[str]
+) -> type[FacetUsage] | None:
+    """The facet rollup that answers a question about these buckets' `dimensions`, or None.
+
+    A facet row holds one dimension's value and nothing else, so an end user or a filter needs
+    the combinations; so do hourly breakdowns, which cover a day or two (where they are few).
+    """
+    model = HourlyFacetUsage if segment.granularity == "hour" else DailyFacetUsage
+    if scope.user_id is not None or any(dimension not in model.facets for dimension in dimensions):
+        return None
+    if any(getattr(filters, name) for name in ("provider", "model", "status", "experiment_id")):
+        return None
+    return model
+
+
+# The facet (see `dashboards.models.FacetUsage`) each question reads: series, org and project
+# breakdowns sum the projects' totals, the other breakdowns their dimension's values.
+_FACET_OF = {None: "", "org_id": "", "project_id": "", "error_type": "error_type"} | {
+    name: name for name in ("user_id", "model", "provider", "experiment_id")
+}
+
+
+def _usage_rows(
+    *, scope: Scope, window: Window, filters: UsageFilters, by: str | None = None, whole_days: bool = False
+) -> _Rows:
+    """The rows for totals (`by` None) or a breakdown by `by`, with its values in the column `by`.
+
+    Over the window's own buckets, or with `whole_days` over its whole days from daily rollups
+    and only the hours around them from hourly ones.
+    """
+    parts = []
+    dimension = _FACET_OF[by]
+    renamed = ((by, "value"),) if dimension else ()
+    for segment in _segments(window) if whole_days else [window]:
+        facets = _answers_from_facets(scope=scope, filters=filters, segment=segment, dimensions=(dimension,))
+        if facets is not None:
+            parts.append(_facets(facets, scope=scope, segment=segment, dimensions=(dimension,), renamed=renamed))
+        else:
+            parts.append(_combinations(scope=scope, segment=segment, filters=filters, by=by))
+    return _Rows(tuple(parts))
+
+
+def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list[UsageStats]:
+    """One `UsageStats` per bucket of the window, zero where there was no traffic."""
+    found = {}
+    if scope.org_ids:
+        rows = _usage_rows(scope=scope, window=window, filters=filters)
+        for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES):
+            stats.key = _moment(stats.key)
+            found[stats.key] = stats
+    return [found.get(bucket) or UsageStats(key=bucket) for bucket in window.buckets()]
+
+
+def usage_breakdown(
+    *, scope: Scope, window: Window, filters: UsageFilters, by: str, limit: int | None = BREAKDOWN_LIMIT
+) -> list[UsageStats]:
+    """Usage grouped by one dimension, biggest spenders first (then most requests).
+
+    Rows carry latency percentiles and the TTFB average, not TTFB percentiles.
+    """
+    if by not in BREAKDOWNS:
+        raise ValueError(f"cannot break usage down by {by!r}")
+    if not scope.org_ids:
+        return []
+    rows = _usage_rows(scope=scope, window=window, filters=filters, by=by, whole_days=True)
+    groups = rows.sums(key=by, measures=_BREAKDOWN_MEASURES, by_cost=True, limit=limit)
+    # Again in Python, whose string order (unlike the database's collation) every page shares.
+    return sorted(groups, key=lambda stats: (-stats.cost, -stats.requests, stats.key))
+
+
+def error_type_series(*, scope: Scope, window: Window, filters: UsageFilters) -> dict[str, list[int]]:
+    """Errors per bucket for each error type, aligned with `window.buckets()`."""
+    if not scope.org_ids:
+        return {}
+    rows = _usage_rows(scope=scope, window=window, filters=filters, by="error_type")
+    position = {bucket: index for index, bucket in enumerate(window.buckets())}
+    series: dict[str, list[int]] = {}
+    columns = ("bucket", "error_type", "errors")
+    for bucket, error_type, count in rows.fetch("bucket, error_type, SUM(errors)", columns=columns, group_by="1, 2"):
+        counts = series.setdefault(error_type, [0] * len(position))
+        if (index := position.get(_moment(bucket))) is not None:
+            counts[index] += int(count)
+    return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
+
+
+def filter_choices(*, scope: Scope, window: Window) -> dict[str, list[str]]:
+    """The providers, models and experiments seen in the scope over the window, for filter menus."""
+    choices: dict[str, set[str]] = {"provider": set(), "model": set(), "experiment_id": set()}
+    facets, combinations = [], []
+    for segment in _segments(window) if scope.org_ids else []:
+        model = _answers_from_facets(scope=scope, filters=UsageFilters(), segment=segment, dimensions=tuple(choices))
+        if model is not None:
+            facets.append(_facets(model, scope=scope, segment=segment, dimensions=tuple(choices)))
+        else:
+            combinations.append(_combinations(scope=scope, segment=segment, filters=UsageFilters(), by=None))
+    if facets:
+        for name, value in _Rows(tuple(facets)).fetch("DISTINCT dimension, value", columns=("dimension", "value")):
+            choices[name].add(value)
+    if combinations:
+        for values in _Rows(tuple(combinations)).fetch(f"DISTINCT {', '.join(choices)}", columns=tuple(choices)):
+            for name, value in zip(choices, values, strict=True):
+                choices[name].add(value)
+    return {name: sorted(value for value in values if value) for name, values in choices.items()}
+
+
+def project_names(*, org_ids: Iterable[str]) -> dict[tuple[str, str], str]:
+    return {
+        (org_slug, slug): name
+        for org_slug, slug, name in Project.objects.filter(org__slug__in=list(org_ids)).values_list(
+            "org__slug", "slug", "name"
+        )
+    }
+
+
+def org_names(*, org_ids: Iterable[str]) -> dict[str, str]:
+    return dict(Organisation.objects.filter(slug__in=list(org_ids)).values_list("slug", "name"))
+
+
+# --- Raw request logs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFilters:
+    project_id: str = ""
+    user_id: str = ""
+    provider: str = ""
+    model: str = ""
+    status: str = ""
+    experiment_id: str = ""
+    error_type: str = ""
+    search: str = ""
+
+
+@dataclass
+class LogPage:
+    rows: list[RequestLog]
+    next_cursor: str | None
+    # True when a text search stopped at SEARCH_SCAN_ROWS before filling the page.
+    search_stopped_early: bool = False
+    searched_rows: int = 0
+
+
+_LIST_FIELDS = (
+    "id",
+    "timestamp",
+    "org_id",
+    "project_id",
+    "user_id",
+    "experiment_id",
+    "provider",
+    "model",
+    "status",
+    "status_code",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "latency",
+    "ttfb",
+    "stream",
+    "path",
+)
+
+
+def encode_cursor(row: RequestLog) -> str:
+    raw = f"{row.timestamp.astimezone(UTC).isoformat()}|{row.pk}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, record_id = raw.split("|", 1)
+        return datetime.fromisoformat(moment), record_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _logs(*, org: Organisation, window: Window, filters: LogFilters, cursor: str | None) -> QuerySet:
+    rows = RequestLog.objects.filter(org_id=org.slug, timestamp__gte=window.since, timestamp__lt=window.until)
+    for name in ("project_id", "user_id", "provider", "model", "status", "experiment_id", "error_type"):
+        if value := getattr(filters, name):
+            rows = rows.filter(**{name: value})
+    if cursor and (position := decode_cursor(cursor)):
+        moment, record_id = position
+        rows = rows.filter(timestamp__lte=moment).exclude(timestamp=moment, id__gte=record_id)
+    return rows.order_by("-timestamp", "-id")
+
+
+def request_logs_page(
+    *,
+    org: Organisation,
+    window: Window,
+    filters: LogFilters,
+    cursor: str | None = None,
+    page_size: int = EXPLORER_PAGE_SIZE,
+) -> LogPage:
+    """One page of an org's request logs, newest first, paged by (timestamp, id) without counting."""
+    rows = _logs(org=org, window=window, filters=filters, cursor=cursor)
+    if filters.search and (exporter := search_exporter()) is not None:
+        return _elasticsearch_page(
+            exporter=exporter, org=org, window=window, filters=filters, rows=rows, cursor=cursor, page_size=page_size
+        )
+    if filters.search:
+        return _searched_page(rows=rows, search=filters.search, page_size=page_size)
+    page = list(rows.only(*_LIST_FIELDS)[: page_size + 1])
+    next_cursor = encode_cursor(page[page_size - 1]) if len(page) > page_size else None
+    return LogPage(rows=page[:page_size], next_cursor=next_cursor)
+
+
+def _searched_page(*, rows: QuerySet, search: str, page_size: int) -> LogPage:
+    """Newest matches first, in chunks of SEARCH_CHUNK_ROWS rows: a common word fills the page from
+    the first chunk, a rare one stops at SEARCH_SCAN_ROWS with a cursor to search on from."""
+    content = Concat(
+        Coalesce(KT("log_data__attributes__request"), Value(""), output_field=TextField()),
+        Coalesce(KT("log_data__attributes__response"), Value(""), output_field=TextField()),
+        output_field=TextField(),
+    )
+    page: list[RequestLog] = []
+    scanned = 0
+    while True:
+        boundary = rows.only("id", "timestamp")[SEARCH_CHUNK_ROWS - 1 : SEARCH_CHUNK_ROWS].first()
+        chunk = rows
+        if boundary is not None:
+            # Written as a plain range plus an exclusion, so that the timestamp bound is an index condition.
+            chunk = rows.filter(timestamp__gte=boundary.timestamp).exclude(
+                timestamp=boundary.timestamp, id__lt=boundary.pk
+            )
+        matches = chunk.alias(content=content).filter(content__icontains=search).only(*_LIST_FIELDS)
+        page += matches[: page_size + 1 - len(page)]
+        if len(page) > page_size:
+            return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
+        if boundary is None:
+            return LogPage(rows=page, next_cursor=None)
+        scanned += SEARCH_CHUNK_ROWS
+        if scanned >= SEARCH_SCAN_ROWS:
+            return LogPage(
+                rows=page, next_cursor=encode_cursor(boundary), search_stopped_early=True, searched_rows=scanned
+            )
+        rows = rows.filter(timestamp__lte=boundary.timestamp).exclude(timestamp=boundary.timestamp, id__gte=boundary.pk)
+
+
+def search_exporter():
+    """The Elasticsearch exporter whose companion text indices serve explorer searches, or None.
+
+    Only when Elasticsearch is an enabled exporter (ENABLED_EXPORTERS) and writes the
+    `<index>_text-*` search documents; otherwise the explorer searches PostgreSQL.
+    """
+    if "elasticsearch" not in settings.ENABLED_EXPORTERS:
+        return None
+    from telemetry.exporters import exporters
+    from telemetry.selectors import exporter_config
+
+    config = exporter_config(name="elasticsearch")
+    if config is None or not config.enabled:
+        return None
+    exporter = exporters.get(config)
+    return exporter if getattr(exporter, "search_index", None) else None
+
+
+def search_log_hits(
+    *, exporter, org: Organisation, window: Window, search: str, cursor: str | None, limit: int
+) -> list[tuple[str, datetime]]:
+    """(id, timestamp) of the newest records of `org` whose request or response text matches."""
+    from elasticsearch.dsl import Search
+
+    until = window.until
+    if cursor and (position := decode_cursor(cursor)):
+        until = min(until, position[0] + timedelta(milliseconds=1))
+    query = (
+        Search(using=exporter.client, index=f"{exporter.search_index}-*")
+        .filter("term", **{"attributes.org_id": org.slug})
+        .filter("range", timestamp={"gte": window.since.isoformat(), "lt": until.isoformat()})
+        .query(
+            "multi_match",
+            query=search,
+            fields=["attributes.request_text", "attributes.response_text"],
+            operator="and",
+        )
+        .sort({"timestamp": {"order": "desc"}})
+        .source(["attributes.id", "timestamp"])
+        .params(ignore_unavailable=True, allow_no_indices=True)
+    )[:limit]
+    return [(hit.attributes.id, datetime.fromisoformat(str(hit.timestamp)).astimezone(UTC)) for hit in query.execute()]
+
+
+def _elasticsearch_page(*, exporter, org, window, filters, rows, cursor, page_size) -> LogPage:
+    # The index knows the words; the database still applies every filter and the org itself.
+    hits = search_log_hits(
+        exporter=exporter, org=org, window=window, search=filters.search, cursor=cursor, limit=SEARCH_INDEX_HITS
+    )
+    page = list(rows.filter(pk__in=[record_id for record_id, _ in hits]).only(*_LIST_FIELDS)[: page_size + 1])
+    if len(page) > page_size:
+        return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
+    if len(hits) == SEARCH_INDEX_HITS:
+        oldest = RequestLog(id=hits[-1][0], timestamp=hits[-1][1])
+        return LogPage(rows=page, next_cursor=encode_cursor(oldest), search_stopped_early=True, searched_rows=len(hits))
+    return LogPage(rows=page, next_cursor=None)
+
+
+def request_log_for_org(*, org: Organisation, log_id: str) -> RequestLog:
+    """One request log of `org`, or Http404: the org is part of the lookup, never checked after."""
+    try:
+        return RequestLog.objects.get(org_id=org.slug, pk=log_id)
+    except (RequestLog.DoesNotExist, ValueError) as error:
+        raise Http404("No such request log") from error
+
+
+def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:
+    """The breakdown tables a page shows: every dimension below the page's own level."""
+    if scope.across_orgs:
+        return ("org_id", "model", "provider")
+    if scope.user_id is not None:
+        return ("project_id", "model", "provider", "experiment_id", "error_type")
+    if scope.project_id is not None:
+        return ("user_id", "model", "provider", "experiment_id", "error_type")
+    return ("project_id", "user_id", "model", "provider", "experiment_id", "error_type")

@@ -1,0 +1,206 @@
+"""Dashboard pages. Each view starts from `dashboards.access`, then reads through selectors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET
+
+from dashboards import access, pages, selectors
+from dashboards.forms import LogFilterForm, UsageFilterForm
+from dashboards.selectors import Scope
+
+CSV_COLUMNS = (
+    ("requests", "requests"),
+    ("errors", "errors"),
+    ("error_rate", "error_rate"),
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cost_usd", "cost"),
+    ("latency_p50_ms", "latency_p50"),
+    ("latency_p95_ms", "latency_p95"),
+    ("latency_p99_ms", "latency_p99"),
+    ("ttfb_avg_ms", "ttfb_avg"),
+)
+
+
+def _usage_view(request, *, scope: Scope, template: str, context: dict):
+    form = UsageFilterForm(request.GET)
+    params = pages.usage_params(request.GET)
+    page = pages.usage_page(scope=scope, window=form.window(), filters=form.usage_filters(), params=params)
+    return render(
+        request,
+        template,
+        {
+            **context,
+            "form": form,
+            "page": page,
+            "params": params,
+            "export_url": pages.export_url(scope=scope),
+            **_logs_link(scope=scope, params=params),
+        },
+    )
+
+
+def _logs_link(*, scope: Scope, params: dict) -> dict:
+    if scope.across_orgs:
+        return {}
+    narrowing = {"project": scope.project_id, "user": scope.user_id}
+    return {"logs_url": pages.logs_url(org=scope.org_ids[0], params=params, **narrowing)}
+
+
+@require_GET
+@login_required
+def overview(request):
+    orgs = list(access.visible_orgs(user=request.user))
+    scope = Scope(org_ids=tuple(org.slug for org in orgs), across_orgs=True)
+    return _usage_view(request, scope=scope, template="dashboards/overview.html", context={"orgs": orgs})
+
+
+@require_GET
+@login_required
+def org_dashboard(request, org_slug):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    return _usage_view(request, scope=Scope(org_ids=(org.slug,)), template="dashboards/org.html", context={"org": org})
+
+
+@require_GET
+@login_required
+def project_dashboard(request, org_slug, project_slug):
+    org, project = access.project_for_user(user=request.user, org_slug=org_slug, project_slug=project_slug)
+    scope = Scope(org_ids=(org.slug,), project_id=project.slug)
+    context = {"org": org, "project": project}
+    return _usage_view(request, scope=scope, template="dashboards/project.html", context=context)
+
+
+@require_GET
+@login_required
+def user_dashboard(request, org_slug, user_id):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    scope = Scope(org_ids=(org.slug,), user_id=user_id)
+    context = {"org": org, "end_user": user_id}
+    return _usage_view(request, scope=scope, template="dashboards/user.html", context=context)
+
+
+def _export(request, *, scope: Scope, name: str):
+    form = UsageFilterForm(request.GET)
+    dimension = request.GET.get("by") or selectors.breakdown_dimensions(scope=scope)[0]
+    if dimension not in selectors.BREAKDOWNS:
+        raise Http404("No such breakdown")
+    window = form.window()
+    rows = selectors.usage_breakdown(scope=scope, window=window, filters=form.usage_filters(), by=dimension, limit=None)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    filename = f"{slugify(name)}-by-{dimension.removesuffix('_id')}-{window.since:%Y%m%d}-{window.until:%Y%m%d}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS)])
+    for stats in rows:
+        values = [getattr(stats, attribute) for _, attribute in CSV_COLUMNS]
+        writer.writerow([stats.key, *("" if value is None else _csv_number(value) for value in values)])
+    return response
+
+
+def _csv_number(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
+@require_GET
+@login_required
+def overview_export(request):
+    scope = Scope(
+        org_ids=tuple(access.visible_orgs(user=request.user).values_list("slug", flat=True)), across_orgs=True
+    )
+    return _export(request, scope=scope, name="organisations")
+
+
+@require_GET
+@login_required
+def org_export(request, org_slug):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    return _export(request, scope=Scope(org_ids=(org.slug,)), name=org.slug)
+
+
+@require_GET
+@login_required
+def project_export(request, org_slug, project_slug):
+    org, project = access.project_for_user(user=request.user, org_slug=org_slug, project_slug=project_slug)
+    scope = Scope(org_ids=(org.slug,), project_id=project.slug)
+    return _export(request, scope=scope, name=f"{org.slug}-{project.slug}")
+
+
+@require_GET
+@login_required
+def user_export(request, org_slug, user_id):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    return _export(request, scope=Scope(org_ids=(org.slug,), user_id=user_id), name=f"{org.slug}-{user_id}")
+
+
+@require_GET
+@login_required
+def log_explorer(request, org_slug):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    form = LogFilterForm(request.GET)
+    window = form.window()
+    filters = form.log_filters()
+    page = selectors.request_logs_page(org=org, window=window, filters=filters, cursor=form.value("cursor"))
+    query = {key: value for key, value in request.GET.items() if key != "cursor" and value}
+    return render(
+        request,
+        "dashboards/logs.html",
+        {
+            "org": org,
+            "form": form,
+            "window": window,
+            "filters": filters,
+            "log_page": page,
+            "params": pages.usage_params(request.GET),
+            "choices": selectors.filter_choices(scope=Scope(org_ids=(org.slug,)), window=window),
+            "projects": selectors.project_names(org_ids=[org.slug]),
+            "next_url": pages.with_params(request.path, query | {"cursor": page.next_cursor})
+            if page.next_cursor
+            else None,
+            "first_url": pages.with_params(request.path, query),
+            "is_first_page": not form.value("cursor"),
+        },
+    )
+
+
+@require_GET
+@login_required
+def log_detail(request, org_slug, log_id):
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    log = selectors.request_log_for_org(org=org, log_id=log_id)
+    document = log.log_data if isinstance(log.log_data, dict) else {}
+    attributes = document.get("attributes") or {}
+    metadata = attributes.get("metadata") or {}
+    response = attributes.get("response")
+    streamed = None
+    if isinstance(response, dict) and "streamed_data" in response:
+        response = dict(response)
+        streamed = response.pop("streamed_data")
+    return render(
+        request,
+        "dashboards/log_detail.html",
+        {
+            "org": org,
+            "log": log,
+            "metadata": metadata,
+            "redacted": bool(metadata.get("content_redacted")),
+            "request_json": _pretty(attributes.get("request")),
+            "response_json": _pretty(response),
+            "streamed": [_pretty(chunk) for chunk in streamed] if streamed is not None else None,
+            "document_json": _pretty(document),
+            "params": pages.usage_params(request.GET),
+        },
+    )
+
+
+def _pretty(value) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
