@@ -4,7 +4,14 @@ from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
-from dashboards.models import DailyProjectUsage, DailyUsage, HourlyProjectUsage, HourlyUsage
+from dashboards.models import (
+    ADDITIVE_MEASURES,
+    DIMENSIONS,
+    DailyProjectUsage,
+    DailyUsage,
+    HourlyProjectUsage,
+    HourlyUsage,
+)
 
 EMPTY = "\N{EN DASH}"
 
@@ -28,26 +35,8 @@ class UsageAdmin(admin.ModelAdmin):
     date_hierarchy = "bucket"
     # The tables grow with traffic: no full COUNT(*) on every changelist page.
     show_full_result_count = False
-    fields = (
-        "bucket",
-        "org_id",
-        "project_id",
-        "user_id",
-        "experiment_id",
-        "model",
-        "provider",
-        "status",
-        "error_type",
-        "requests",
-        "errors",
-        "input_tokens",
-        "output_tokens",
-        "cost",
-        "latency_sum",
-        "latency_count",
-        "ttfb_sum",
-        "ttfb_count",
-    )
+    # Every dimension and the summed measures; the histogram bucket columns are left to the pages.
+    fields = ("bucket", *DIMENSIONS, *ADDITIVE_MEASURES[: ADDITIVE_MEASURES.index("ttfb_count") + 1])
 
     # Rollups are derived data: they are rebuilt with `backfill_rollups`, never edited by hand.
     def has_add_permission(self, request):
