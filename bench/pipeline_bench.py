@@ -3,7 +3,7 @@
     python bench/pipeline_bench.py [--rate 500] [--seconds 20]
 
 Runs the whole pipeline on this machine: a local upstream, the gateway (one
-uvicorn worker), a Celery worker for both exporters, Redis, Postgres
+uvicorn worker), a Celery worker per exporter, Redis, Postgres
 (BENCH_DATABASE_URL, default database `tollgate_bench`, emptied first) and osmem-server as the
 Elasticsearch-compatible store. Sends plain chat completions at a fixed rate
 (open loop: a slow gateway does not slow the sender), then polls both stores
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait for stragglers")
+    parser.add_argument("--no-search-text", action="store_true", help="index records only, no search documents")
     args = parser.parse_args()
 
     # The benchmark empties this database first, so it has a variable of its own.
@@ -143,30 +144,23 @@ def main() -> None:
         ENABLE_ELASTICSEARCH="true",
         ELASTICSEARCH_PLAIN_JSON="true",
         ELASTICSEARCH_INDEX=index,
+        ELASTICSEARCH_SEARCH_TEXT="false" if args.no_search_text else "true",
     )
     subprocess.run(["redis-cli", "-u", redis_url, "flushdb"], check=True, stdout=subprocess.DEVNULL)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS ai_gateway_request_logs CASCADE")
         conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     stack = Stack(telemetry=True).start()
-    worker = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "gateway_project",
-            "worker",
-            "-Q",
-            "export.postgres,export.elasticsearch",
-            "-c",
-            "1",
-            "-l",
-            "WARNING",
-        ],
-        cwd=ROOT,
-        env=stack.env,
-    )
+    # One worker process per exporter queue, so that each store is fed independently of the other's pace.
+    workers = [
+        subprocess.Popen(
+            [PYTHON, "-m", "celery", "-A", "gateway_project", "worker", "-Q", queue, "-c", "1", "-l", "WARNING",
+             "-n", f"{queue}@%h"],
+            cwd=ROOT,
+            env=stack.env,
+        )
+        for queue in ("export.postgres", "export.elasticsearch")
+    ]  # fmt: skip
     poller = Poller(database_url, osmem.url, index)
     pg_thread = threading.Thread(target=poller.poll_postgres, daemon=True)
     es_thread = threading.Thread(target=lambda: asyncio.run(poller.poll_elasticsearch()), daemon=True)
@@ -181,8 +175,10 @@ def main() -> None:
             time.sleep(0.2)
     finally:
         poller.stop.set()
-        worker.terminate()
-        worker.wait(timeout=30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
         stack.stop()
         osmem.close()
 

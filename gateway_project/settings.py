@@ -178,6 +178,8 @@ ELASTICSEARCH_CA_CERTS = env.str("ELASTICSEARCH_CA_CERTS", default="")
 ELASTICSEARCH_VERIFY_CERTS = env.bool("ELASTICSEARCH_VERIFY_CERTS", default=True)
 ELASTICSEARCH_PLAIN_JSON = env.bool("ELASTICSEARCH_PLAIN_JSON", default=False)
 ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0)
+# Companion documents in `<index>_text-*` make request and response content searchable.
+ELASTICSEARCH_SEARCH_TEXT = env.bool("ELASTICSEARCH_SEARCH_TEXT", default=True)
 POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
 
 # Exporters by name, like CACHES: a dotted BACKEND path, its OPTIONS, and how many records
@@ -201,6 +203,7 @@ TELEMETRY_EXPORTERS = {
             "verify_certs": ELASTICSEARCH_VERIFY_CERTS,
             "plain_json": ELASTICSEARCH_PLAIN_JSON,
             "retention_days": ELASTICSEARCH_RETENTION_DAYS,
+            "search_text": ELASTICSEARCH_SEARCH_TEXT,
         },
         "BATCH_SIZE": _positive(
             "ELASTICSEARCH_EXPORT_BATCH_SIZE", env.int("ELASTICSEARCH_EXPORT_BATCH_SIZE", default=500)
