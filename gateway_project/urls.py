@@ -4,6 +4,10 @@ from django_prometheus.exports import ExportToDjangoView
 
 from proxy import health
 
+# The admin's "View site" link opens the dashboards; the dashboards link back to the admin.
+admin.site.site_url = "/dashboards/"
+admin.site.site_header = "Tollgate administration"
+
 urlpatterns = [
     path("v1/", include("proxy.urls")),
     path("healthz", health.healthz, name="healthz"),
