@@ -101,6 +101,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise expects it before `collectstatic` has run
 # Whitenoise serves the dashboards' static files (Chart.js included) from the app itself.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

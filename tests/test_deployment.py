@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def subprocess_database_url() -> str:
     """The database this test run uses, for a subprocess (pytest-django renames it to test_<name>)."""
     from django.db import connection
 
@@ -48,7 +48,7 @@ def test_issue_key_command_prints_a_working_key_last(caller):
     result = subprocess.run(
         [sys.executable, "manage.py", "issue_key", "--org", "initech", "--project", "tps"],
         cwd=ROOT,
-        env=os.environ | {"DATABASE_URL": test_database_url()},
+        env=os.environ | {"DATABASE_URL": subprocess_database_url()},
         capture_output=True,
         text=True,
         check=True,
