@@ -143,3 +143,28 @@ def test_azure_deployments_use_their_own_url_and_key_header(caller, published, p
     assert upstream.headers["api-key"] == "azure-secret"
     assert "authorization" not in upstream.headers
     assert attributes(published, response)["provider"] == "azure"
+
+
+def test_metadata_only_projects_never_log_content(caller, published):
+    from proxy.models import Project
+
+    secret = services.project_get_or_create(org=caller.org, slug="medical")
+    secret.content_logging = Project.ContentLogging.METADATA
+    secret.save()
+    headers = {"authorization": f"Bearer {caller.key}", "x-project-id": "medical"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "my diagnosis is private"}]}
+    plain = httpx.post(caller.openai_base_url + "/chat/completions", json=body, headers=headers)
+    streamed = httpx.post(caller.openai_base_url + "/chat/completions", json=body | {"stream": True}, headers=headers)
+    assert plain.status_code == streamed.status_code == 200
+    assert "tok0" in plain.text and "tok0" in streamed.text  # the caller still gets everything
+
+    for response in (plain, streamed):
+        document = published.wait_for(response.headers["x-request-id"])
+        attributes = document["attributes"]
+        assert attributes["metadata"]["content_redacted"] is True
+        assert attributes["request"]["messages"] == "[redacted]"
+        assert attributes["request"]["model"] == "gpt-4o-mini"
+        assert attributes["metadata"]["tokens"]["output"] == 20  # metadata is kept
+        text = str(document)
+        assert "diagnosis" not in text and "tok0" not in text
+    assert published.wait_for(streamed.headers["x-request-id"])["attributes"]["response"]["streamed_data"] == []
