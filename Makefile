@@ -30,7 +30,8 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo_logs --count $(DEMO_LOG_COUNT) --if-empty
-	@trap 'kill 0' INT TERM EXIT; \
+	@rm -rf var/prometheus && mkdir -p var/prometheus
+	@trap 'kill 0' INT TERM EXIT; export PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus; \
 	$(BIN)/celery -A gateway_project worker --loglevel INFO --concurrency 1 -Q export.postgres,export.elasticsearch,celery & \
 	$(BIN)/uvicorn gateway_project.asgi:application --host 127.0.0.1 --port $(PORT) --workers $(WEB_CONCURRENCY) \
 		--no-access-log --loop uvloop --http httptools
