@@ -1,7 +1,9 @@
 import os
+import zlib
 
 import orjson
 from celery import Celery
+from kombu import compression
 from kombu.serialization import register
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
@@ -14,6 +16,12 @@ register(
     orjson.loads,
     content_type="application/x-orjson",
     content_encoding="utf-8",
+)
+
+# Export batches are repetitive JSON: zlib at its fastest level shrinks them about fivefold, which
+# the web process pays back in fewer bytes to frame and push to the broker.
+compression.register(
+    lambda body: zlib.compress(body, 1), zlib.decompress, "application/x-zlib-fast", aliases=["zlib-fast"]
 )
 
 app = Celery("tollgate")
