@@ -13,11 +13,13 @@ from dashboards.models import (
     HourlyProjectUsage,
     HourlyUsage,
 )
+from gateway_project.admin_mixins import ReadOnlyAdminMixin
 
 EMPTY = "\N{EN DASH}"
 
 
-class UsageAdmin(admin.ModelAdmin):
+class UsageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Rollups are derived data: they are rebuilt with `backfill_rollups`, never edited by hand.
     list_display = (
         "bucket",
         "org_id",
@@ -38,16 +40,6 @@ class UsageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     # Every dimension and the summed measures; the histogram bucket columns are left to the pages.
     fields = ("bucket", *DIMENSIONS, *ADDITIVE_MEASURES[: ADDITIVE_MEASURES.index("ttfb_count") + 1])
-
-    # Rollups are derived data: they are rebuilt with `backfill_rollups`, never edited by hand.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Dashboard")
     def dashboard(self, obj):
@@ -74,7 +66,7 @@ admin.site.register(DailyProjectUsage, ProjectUsageAdmin)
 
 
 @admin.register(CostRecomputation)
-class CostRecomputationAdmin(admin.ModelAdmin):
+class CostRecomputationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Recomputations are started from the price overrides' action and only watched here."""
 
     list_display = ("created_at", "provider_display", "model_display", "since", "until", "status", "progress_display")
@@ -95,15 +87,6 @@ class CostRecomputationAdmin(admin.ModelAdmin):
         "finished_at",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Provider", ordering="provider")
     def provider_display(self, obj):

@@ -32,8 +32,6 @@ def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
 class Passthrough:
     """Forward every event unchanged (the client speaks the provider's protocol)."""
 
-    dialect = "openai"
-
     def __init__(self, dialect: str = "openai"):
         self.dialect = dialect
 

@@ -157,8 +157,9 @@ class ProxyView(APIView):
             upstream = await client.send(upstream_request, stream=stream)
         except httpx.HTTPError as exc:
             self.record.provider_latency_ms = (time.perf_counter() - started) * 1000.0
-            self.record.provider_error_type = upstream_failure(exc).code
-            raise upstream_failure(exc) from None
+            failure = upstream_failure(exc)
+            self.record.provider_error_type = failure.code
+            raise failure from None
         self.record.provider_latency_ms = (time.perf_counter() - started) * 1000.0
         self.record.provider_status_code = upstream.status_code
         self.record.provider_request_id = upstream.headers.get("x-request-id") or upstream.headers.get("request-id")

@@ -13,6 +13,7 @@ from django.db import connections
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from gateway_project.admin_mixins import ReadOnlyAdminMixin
 from telemetry import services
 from telemetry.exporters import ExportError
 from telemetry.models import DeadLetter, ExporterSetting, RequestLog
@@ -51,7 +52,8 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(RequestLog)
-class RequestLogAdmin(admin.ModelAdmin):
+class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Rows feed the dashboards' rollups; deleting one here would leave them counting it.
     list_display = (
         "id",
         "timestamp",
@@ -73,16 +75,6 @@ class RequestLogAdmin(admin.ModelAdmin):
     list_per_page = 50
     exclude = ("log_data",)
     readonly_fields = ("document",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Rows feed the dashboards' rollups; deleting one here would leave them counting it.
-        return False
 
     @admin.display(description="Document")
     def document(self, obj):

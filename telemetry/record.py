@@ -74,7 +74,6 @@ class RequestRecord:
     ttfb_ms: float | None = None
     latency_ms: float | None = None
     provider_latency_ms: float | None = None
-    finished: bool = False
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_perf) * 1000.0
@@ -99,7 +98,6 @@ class RequestRecord:
         self.latency_ms = self.elapsed_ms()
         if self.ttfb_ms is None:
             self.ttfb_ms = self.latency_ms
-        self.finished = True
 
     # --- Off the hot path -------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -143,7 +142,3 @@ def caller(transactional_db, live_gateway, published):
     project = services.project_get_or_create(org=org, slug="search", name="Search")
     issued = services.gateway_key_issue(org=org)
     return Caller(org=org, project=project, key=issued.plaintext, gateway_url=live_gateway.url)
-
-
-def run(coro):
-    return asyncio.run(coro)

@@ -14,7 +14,7 @@ from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
 from proxy.errors import GatewayError
-from proxy.providers.registry import PROVIDERS, Dialect, ProviderSpec
+from proxy.providers.registry import Dialect, ProviderSpec
 
 ANTHROPIC_DEFAULT_VERSION = "2023-06-01"
 
@@ -145,6 +145,3 @@ def adapter_for(spec: ProviderSpec, *, api_key: str, base_url: str) -> ProviderA
             code="provider_not_configured",
         )
     return ADAPTERS[spec.dialect](spec, api_key=api_key, base_url=base_url)
-
-
-__all__ = ["PROVIDERS", "adapter_for", "shared_client", "upstream_failure"]
