@@ -20,6 +20,13 @@ def visible_orgs(*, user) -> QuerySet[Organisation]:
     return Organisation.objects.filter(memberships__user=user)
 
 
+def visible_org_slugs(*, user) -> list[str] | None:
+    """The slugs of the orgs `user` may see, or None for every org (staff), logs of deleted orgs included."""
+    if user.is_authenticated and user.is_active and user.is_staff:
+        return None
+    return list(visible_orgs(user=user).values_list("slug", flat=True))
+
+
 def org_for_user(*, user, org_slug: str) -> Organisation:
     """The org `user` may see, or Http404."""
     return get_object_or_404(visible_orgs(user=user), slug=org_slug)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django import forms
+from django.utils import timezone
 
 from dashboards.selectors import DEFAULT_RANGE, LogFilters, UsageFilters, Window, window_from
 
@@ -14,12 +17,23 @@ RANGE_CHOICES = [
     ("custom", "Custom"),
 ]
 STATUS_CHOICES = [("", "Any status"), ("success", "Success"), ("error", "Error")]
+# A custom range is read from the rollups day by day: beyond this many days a page would take
+# seconds and a chart would have more bars than pixels.
+CUSTOM_RANGE_MAX_DAYS = 400
+# No request log is older than the gateway; dates before it are typing mistakes.
+EARLIEST_DATE = date(2000, 1, 1)
+# One date format everywhere, whatever the browser's locale.
+DATE_FORMAT = "%Y-%m-%d"
+
+
+def _date_field() -> forms.DateField:
+    return forms.DateField(required=False, input_formats=[DATE_FORMAT])
 
 
 class UsageFilterForm(forms.Form):
     range = forms.ChoiceField(choices=RANGE_CHOICES, required=False)
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = _date_field()
+    end = _date_field()
     provider = forms.CharField(required=False, max_length=64)
     model = forms.CharField(required=False, max_length=200)
     status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
@@ -30,13 +44,39 @@ class UsageFilterForm(forms.Form):
         # Without valid input a page still shows the default view rather than an error.
         self.is_valid()
 
+    def clean(self):
+        cleaned = super().clean()
+        today = timezone.now().date()
+        for name in ("start", "end"):
+            day = cleaned.get(name)
+            if day is not None and not EARLIEST_DATE <= day <= today:
+                self.add_error(
+                    name, f"Enter a date between {EARLIEST_DATE:{DATE_FORMAT}} and {today:{DATE_FORMAT}} (UTC)."
+                )
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if cleaned.get("range") == "custom" and start and end and abs((end - start).days) + 1 > CUSTOM_RANGE_MAX_DAYS:
+            self.add_error("end", f"A custom range covers at most {CUSTOM_RANGE_MAX_DAYS} days.")
+        return cleaned
+
     def value(self, name: str):
         """A cleaned value, or None when it is missing or invalid."""
         return self.cleaned_data.get(name) if hasattr(self, "cleaned_data") else None
 
-    def window(self) -> Window:
-        range_key = self.value("range") or DEFAULT_RANGE
-        return window_from(range_key=range_key, start=self.value("start"), end=self.value("end"))
+    @property
+    def range_chosen(self) -> bool:
+        """Whether the querystring asks for a range, rather than leaving the page to pick one."""
+        return bool(self.value("range"))
+
+    def window(self, *, default: str = DEFAULT_RANGE) -> Window:
+        """The window asked for; the default one while any filter is invalid, so that a bad date
+        never becomes a query."""
+        if self.errors:
+            return window_from(range_key=default)
+        start, end = self.value("start"), self.value("end")
+        if self.value("range") == "custom" and (start or end):
+            # One date given: that day alone.
+            start, end = start or end, end or start
+        return window_from(range_key=self.value("range") or default, start=start, end=end)
 
     def usage_filters(self) -> UsageFilters:
         return UsageFilters(

@@ -27,7 +27,9 @@ DIMENSION_LABELS = {
 }
 # Breakdowns that narrow the current page by a filter rather than leading to another page.
 _FILTER_PARAM = {"model": "model", "provider": "provider", "experiment_id": "experiment"}
-_ERROR_COLORS = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#17becf"]
+_ERROR_COLORS = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f"]
+# "Errors by type" shows the commonest types and sums the rest, so that its legend stays a line or two.
+ERROR_TYPES_SHOWN = 7
 
 
 def with_params(url: str, params: dict) -> str:
@@ -167,8 +169,17 @@ def _round(value, digits=1):
     return None if value is None else round(value, digits)
 
 
+def _error_type_counts(errors_by_type: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
+    """The commonest error types (`errors_by_type` comes commonest first), then "other" for the rest."""
+    shown = [(error_type or "(unspecified)", counts) for error_type, counts in errors_by_type.items()]
+    if len(shown) <= ERROR_TYPES_SHOWN + 1:
+        return shown
+    rest = [sum(counts) for counts in zip(*(counts for _, counts in shown[ERROR_TYPES_SHOWN:]), strict=True)]
+    return [*shown[:ERROR_TYPES_SHOWN], ("other", rest)]
+
+
 def _charts(*, window: Window, series: list[UsageStats], errors_by_type: dict[str, list[int]]) -> dict:
-    fmt = "%d %b %H:00" if window.granularity == "hour" else "%d %b"
+    fmt = "%Y-%m-%d %H:%M" if window.granularity == "hour" else "%Y-%m-%d"
     labels = [stats.key.strftime(fmt) for stats in series]
 
     def line(label, values, color, **extra):
@@ -178,7 +189,9 @@ def _charts(*, window: Window, series: list[UsageStats], errors_by_type: dict[st
         "cost": {
             "type": "bar",
             "labels": labels,
-            "datasets": [line("Cost (USD)", [round(float(s.cost), 6) for s in series], "#2ca02c")],
+            "money": True,
+            # Per-request costs are often millionths of a dollar: kept to the precision the log stores.
+            "datasets": [line("Cost (USD)", [round(float(s.cost), 10) for s in series], "#2ca02c")],
         },
         "requests": {
             "type": "bar",
@@ -233,8 +246,8 @@ def _charts(*, window: Window, series: list[UsageStats], errors_by_type: dict[st
             "labels": labels,
             "stacked": True,
             "datasets": [
-                line(error_type or "(unspecified)", counts, _ERROR_COLORS[index % len(_ERROR_COLORS)])
-                for index, (error_type, counts) in enumerate(errors_by_type.items())
+                line(error_type, counts, _ERROR_COLORS[index % len(_ERROR_COLORS)])
+                for index, (error_type, counts) in enumerate(_error_type_counts(errors_by_type))
             ],
         },
     }

@@ -66,7 +66,8 @@ class Window:
         return timedelta(hours=1) if self.granularity == "hour" else timedelta(days=1)
 
     def buckets(self) -> list[datetime]:
-        count = int((self.until - self.since) / self.step)
+        # The last bucket may be cut short by `until` (now): it is still a bucket of the window.
+        count = -((self.since - self.until) // self.step)
         return [self.since + index * self.step for index in range(count)]
 
 
@@ -81,22 +82,26 @@ def _day_start(day: date) -> datetime:
 def window_from(
     *, range_key: str = DEFAULT_RANGE, start: date | None = None, end: date | None = None, now: datetime | None = None
 ) -> Window:
-    """The window for a range choice ("24h", "7d", "30d", "90d", or "custom" with dates)."""
+    """The window for a range choice ("24h", "7d", "30d", "90d", or "custom" with dates).
+
+    It starts on a bucket boundary and never ends in the future: a window reaching today ends
+    now, within the current hour's (or day's) bucket.
+    """
     now = now or timezone.now()
     if range_key == "custom" and start and end:
         start, end = min(start, end), max(start, end)
-        since, until = _day_start(start), _day_start(end) + timedelta(days=1)
+        since, until = _day_start(start), min(_day_start(end) + timedelta(days=1), now)
         granularity = "hour" if until - since <= HOURLY_MAX_SPAN else "day"
-        return Window("custom", f"{start:%d %b %Y} to {end:%d %b %Y}", since, until, granularity)
+        return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity)
     if range_key in DAY_RANGES:
         label, days = DAY_RANGES[range_key]
-        until = _day_start(now.astimezone(UTC).date()) + timedelta(days=1)
-        return Window(range_key, label, until - timedelta(days=days), until, "day")
+        tomorrow = _day_start(now.astimezone(UTC).date()) + timedelta(days=1)
+        return Window(range_key, label, tomorrow - timedelta(days=days), now, "day")
     if range_key not in RANGES:
         range_key = DEFAULT_RANGE
     label, span = RANGES[range_key]
-    until = _hour_floor(now) + timedelta(hours=1)
-    return Window(range_key, label, until - span, until, "hour")
+    next_hour = _hour_floor(now) + timedelta(hours=1)
+    return Window(range_key, label, next_hour - span, now, "hour")
 
 
 @dataclass(frozen=True)
@@ -421,6 +426,25 @@ def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list
     return [found.get(bucket) or UsageStats(key=bucket) for bucket in window.buckets()]
 
 
+def first_traffic(*, scope: Scope, window: Window, filters: UsageFilters) -> datetime | None:
+    """The first bucket of the window with any traffic in the scope, or None."""
+    if not scope.org_ids:
+        return None
+    [(first,)] = _usage_rows(scope=scope, window=window, filters=filters).fetch("MIN(bucket)", columns=("bucket",))
+    return None if first is None else _moment(first)
+
+
+def default_range_key(*, scope: Scope, filters: UsageFilters, now: datetime | None = None) -> str:
+    """The range a page shows when none is asked for: the last 24 hours while all of the scope's
+    traffic is that recent (a new org, project or user), so that its first hours fill the
+    charts rather than a sliver at the end of a week."""
+    now = now or timezone.now()
+    first = first_traffic(scope=scope, window=window_from(range_key=DEFAULT_RANGE, now=now), filters=filters)
+    if first is not None and first >= window_from(range_key="24h", now=now).since:
+        return "24h"
+    return DEFAULT_RANGE
+
+
 def usage_breakdown(
     *, scope: Scope, window: Window, filters: UsageFilters, by: str, limit: int | None = BREAKDOWN_LIMIT
 ) -> list[UsageStats]:
@@ -674,6 +698,35 @@ def request_log_for_org(*, org: Organisation, log_id: str) -> RequestLog:
         return RequestLog.objects.get(org_id=org.slug, pk=log_id)
     except (RequestLog.DoesNotExist, ValueError) as error:
         raise Http404("No such request log") from error
+
+
+def looks_like_request_id(text: str) -> bool:
+    """Whether a search could be a request id (gateway or provider): one token, with digits."""
+    text = text.strip()
+    return 8 <= len(text) <= 200 and not any(c.isspace() for c in text) and any(c.isdigit() for c in text)
+
+
+def request_log_find(*, org_ids: Sequence[str] | None, request_id: str) -> RequestLog | None:
+    """The request log with this gateway request id (x-request-id) or provider request id, among
+    the logs of `org_ids` (None: every org's), or None.
+
+    The gateway's id is the primary key. A provider's id is only in the document, so it is looked
+    for among the newest SEARCH_SCAN_ROWS rows: the id of a request one has just made.
+    """
+    request_id = request_id.strip()
+    if not request_id or len(request_id) > 200 or any(character.isspace() for character in request_id):
+        return None
+    rows = RequestLog.objects.all() if org_ids is None else RequestLog.objects.filter(org_id__in=list(org_ids))
+    found = rows.filter(pk=request_id).only("id", "org_id").first()
+    if found is not None:
+        return found
+    newest = rows.order_by("-timestamp", "-id").values("pk")[:SEARCH_SCAN_ROWS]
+    return (
+        RequestLog.objects.filter(pk__in=newest, log_data__attributes__metadata__provider_request_id=request_id)
+        .only("id", "org_id")
+        .order_by("-timestamp")
+        .first()
+    )
 
 
 def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:

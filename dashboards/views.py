@@ -6,8 +6,8 @@ import csv
 import json
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
@@ -27,12 +27,24 @@ CSV_COLUMNS = (
     ("latency_p99_ms", "latency_p99"),
     ("ttfb_avg_ms", "ttfb_avg"),
 )
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection); the quote
+# makes it text. Only text cells are touched: numbers stay numbers.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _status(form) -> int:
+    # Invalid filters still get the page, with the default view and the errors shown.
+    return 400 if form.errors else 200
 
 
 def _usage_view(request, *, scope: Scope, template: str, context: dict):
     form = UsageFilterForm(request.GET)
     params = pages.usage_params(request.GET)
-    page = pages.usage_page(scope=scope, window=form.window(), filters=form.usage_filters(), params=params)
+    filters = form.usage_filters()
+    default = (
+        selectors.DEFAULT_RANGE if form.range_chosen else selectors.default_range_key(scope=scope, filters=filters)
+    )
+    page = pages.usage_page(scope=scope, window=form.window(default=default), filters=filters, params=params)
     return render(
         request,
         template,
@@ -44,6 +56,7 @@ def _usage_view(request, *, scope: Scope, template: str, context: dict):
             "export_url": pages.export_url(scope=scope),
             **_logs_link(scope=scope, params=params),
         },
+        status=_status(form),
     )
 
 
@@ -92,6 +105,9 @@ def _export(request, *, scope: Scope, name: str):
     dimension = request.GET.get("by") or selectors.breakdown_dimensions(scope=scope)[0]
     if dimension not in selectors.BREAKDOWNS:
         raise Http404("No such breakdown")
+    if form.errors:
+        problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+        return HttpResponseBadRequest(f"Invalid filters: {problems}", content_type="text/plain; charset=utf-8")
     window = form.window()
     rows = selectors.usage_breakdown(scope=scope, window=window, filters=form.usage_filters(), by=dimension, limit=None)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -101,12 +117,16 @@ def _export(request, *, scope: Scope, name: str):
     writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS)])
     for stats in rows:
         values = [getattr(stats, attribute) for _, attribute in CSV_COLUMNS]
-        writer.writerow([stats.key, *("" if value is None else _csv_number(value) for value in values)])
+        writer.writerow([_csv_cell(stats.key), *("" if value is None else _csv_cell(value) for value in values)])
     return response
 
 
-def _csv_number(value):
-    return round(value, 4) if isinstance(value, float) else value
+def _csv_cell(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @require_GET
@@ -147,6 +167,11 @@ def log_explorer(request, org_slug):
     form = LogFilterForm(request.GET)
     window = form.window()
     filters = form.log_filters()
+    # A request id pasted into the search opens that request.
+    if filters.search and not form.value("cursor") and selectors.looks_like_request_id(filters.search):
+        found = selectors.request_log_find(org_ids=[org.slug], request_id=filters.search)
+        if found is not None:
+            return redirect("dashboards:log_detail", org.slug, found.pk)
     page = selectors.request_logs_page(org=org, window=window, filters=filters, cursor=form.value("cursor"))
     query = {key: value for key, value in request.GET.items() if key != "cursor" and value}
     return render(
@@ -167,7 +192,21 @@ def log_explorer(request, org_slug):
             "first_url": pages.with_params(request.path, query),
             "is_first_page": not form.value("cursor"),
         },
+        status=_status(form),
     )
+
+
+@require_GET
+@login_required
+def find_request(request):
+    """The request with the gateway's (x-request-id) or the provider's request id given as `id`,
+    among the orgs the user may see; 404 for any other."""
+    found = selectors.request_log_find(
+        org_ids=access.visible_org_slugs(user=request.user), request_id=request.GET.get("id", "")
+    )
+    if found is None:
+        raise Http404("No such request")
+    return redirect("dashboards:log_detail", found.org_id, found.pk)
 
 
 @require_GET

@@ -288,5 +288,8 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Telemetry export tasks go to one queue per exporter, "export.<name>" (see telemetry.tasks):
 # `celery -A gateway_project worker -Q export.postgres,export.elasticsearch`.
 
+# /metrics: when a token is set, scrapers must send `Authorization: Bearer <token>`.
+GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
+
 # Django 6 makes https the default scheme of URL form fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True

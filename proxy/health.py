@@ -1,10 +1,12 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus metrics."""
 
 import asyncio
+import hmac
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django_prometheus.exports import ExportToDjangoView
 
 from proxy.db import run_in_db_thread
 
@@ -45,3 +47,18 @@ async def readyz(request):
         "environment": settings.GATEWAY_ENVIRONMENT,
     }
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def _presents_token(request, token: str) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def metrics(request):
+    """Prometheus metrics; with GATEWAY_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token and not _presents_token(request, token):
+        response = HttpResponse("A bearer token is required for /metrics.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return ExportToDjangoView(request)

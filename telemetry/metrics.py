@@ -1,12 +1,17 @@
 """The gateway's own Prometheus metrics.
 
-Labels never carry user, key or request ids, so their cardinality stays bounded.
+Labels never carry user, key or request ids, so their cardinality stays bounded; a model label
+is a model the gateway knows of (see `model_label`) or "other", whatever names callers send.
 With PROMETHEUS_MULTIPROC_DIR set, prometheus_client aggregates across worker processes.
 """
 
+import logging
+import time
 from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -39,6 +44,91 @@ TELEMETRY_HANDOFF_BACKLOG = Gauge(
 )
 
 
+OTHER_MODEL = "other"
+# Admin-defined models (routes, their upstream models and deployments, price overrides) are
+# re-read this often, as routes are; the price catalog ships with the code and is read once.
+_KNOWN_MODELS_TTL_SECONDS = 30.0
+_admin_models: frozenset[str] = frozenset()
+_admin_models_loaded_at = float("-inf")
+
+
+@lru_cache(maxsize=1)
+def _catalog_models() -> dict[str, str]:
+    """genai-prices' model ids and the exact names its models answer to, by lower-cased name."""
+    from genai_prices import types
+    from genai_prices.data_snapshot import get_snapshot
+
+    names: dict[str, str] = {}
+
+    def exact_names(match):
+        if isinstance(match, types.ClauseEquals):
+            yield match.equals
+        elif isinstance(match, types.ClauseOr):
+            for clause in match.or_:
+                yield from exact_names(clause)
+
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            for name in (model.id, *exact_names(model.match)):
+                names.setdefault(name.lower(), name.lower())
+    return names
+
+
+def _load_admin_models() -> frozenset[str]:
+    from proxy.models import ModelRoute, PriceOverride
+
+    names = set()
+    for model_name, upstream_model in ModelRoute.objects.values_list("model_name", "upstream_model"):
+        names.update((model_name, upstream_model))
+    names.update(PriceOverride.objects.values_list("model", flat=True))
+    names.discard("")
+    return frozenset(names)
+
+
+def _refresh_admin_models() -> None:
+    global _admin_models, _admin_models_loaded_at
+    if time.monotonic() - _admin_models_loaded_at < _KNOWN_MODELS_TTL_SECONDS:
+        return
+    try:
+        names = _load_admin_models()
+    except Exception:  # metrics must never cost a request its record; retried after the TTL
+        logger.warning(
+            "metrics: admin models could not be read; unknown models count as %r", OTHER_MODEL, exc_info=True
+        )
+        names = _admin_models
+    _admin_models_loaded_at = time.monotonic()
+    if names != _admin_models:
+        _admin_models = names
+        _label_of.cache_clear()
+
+
+def forget_known_models() -> None:
+    """Re-read admin-defined models at the next label lookup."""
+    global _admin_models_loaded_at
+    _admin_models_loaded_at = float("-inf")
+
+
+# Bounded: a flood of made-up names evicts old entries rather than growing the process.
+@lru_cache(maxsize=4096)
+def _label_of(model: str) -> str:
+    if model in _admin_models:
+        return model
+    if known := _catalog_models().get(model.lower()):
+        return known
+    # "openai/gpt-4o" routes by its prefix to the model after it.
+    _, slash, rest = model.partition("/")
+    return _label_of(rest) if slash and rest else OTHER_MODEL
+
+
+def model_label(model: str) -> str:
+    """The model's name when the gateway knows it (genai-prices' catalog, admin model routes and
+    their upstream models or deployments, price overrides), otherwise "other"."""
+    if not model:
+        return OTHER_MODEL
+    _refresh_admin_models()
+    return _label_of(model)
+
+
 @lru_cache(maxsize=8192)
 def _child(metric, *labels):
     # `.labels()` validates on every call; label values here are bounded, so children are looked up once.
@@ -52,7 +142,7 @@ def observe_request(document: dict) -> None:
     if not provider:
         return
     metadata = attributes["metadata"]
-    model = attributes.get("model") or ""
+    model = model_label(attributes.get("model") or "")
     operation = metadata.get("path", "").rsplit("/v1/", 1)[-1] or "unknown"
     _child(PROVIDER_REQUESTS, provider, model, operation, metadata.get("status", "unknown")).inc()
     if metadata.get("provider_latency") is not None:

@@ -9,6 +9,7 @@ from django.utils.safestring import mark_safe
 
 register = template.Library()
 EMPTY = "\N{EN DASH}"
+SMALL_AMOUNT_DIGITS = 3
 
 
 @register.filter
@@ -16,9 +17,11 @@ def usd(value) -> str:
     if value in (None, ""):
         return EMPTY
     amount = Decimal(value)
-    # Sub-cent amounts are common per request; show them rather than "$0.00".
+    # Sub-cent amounts are common per request: three significant digits rather than "$0.00"
+    # (or "$0.0000" for a millionth of a dollar).
     if amount and abs(amount) < Decimal("0.01"):
-        return f"${amount:.4f}"
+        places = SMALL_AMOUNT_DIGITS - 1 - amount.adjusted()
+        return f"${amount:.{places}f}".rstrip("0")
     return f"${amount:,.2f}"
 
 

@@ -168,8 +168,11 @@ def test_custom_range_uses_whole_days(tenancy, traffic, client_for):
     )
     window = response.context["page"].window
     assert window.granularity == "hour"
-    assert (window.until - window.since).days == 1
+    # Today from midnight UTC, up to now rather than into the future.
     start_of_today = window.since
+    assert (start_of_today.hour, start_of_today.minute, start_of_today.date()) == (0, 0, today)
+    assert window.until <= timezone.now()
+    assert len(window.buckets()) == window.until.hour + 1
     assert (
         response.context["page"].totals.requests
         == RequestLog.objects.filter(org_id="acme", timestamp__gte=start_of_today).count()
