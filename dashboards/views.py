@@ -41,9 +41,10 @@ def _usage_view(request, *, scope: Scope, template: str, context: dict):
     form = UsageFilterForm(request.GET)
     params = pages.usage_params(request.GET)
     filters = form.usage_filters()
-    default = (
-        selectors.DEFAULT_RANGE if form.range_chosen else selectors.default_range_key(scope=scope, filters=filters)
-    )
+    if form.range_chosen and not form.errors:
+        default = selectors.DEFAULT_RANGE
+    else:
+        default = selectors.default_range_key(scope=scope, filters=filters)
     page = pages.usage_page(scope=scope, window=form.window(default=default), filters=filters, params=params)
     return render(
         request,

@@ -138,3 +138,95 @@ def test_a_member_logs_in_and_reads_the_dashboards(live_server, expected, page):
     response = page.goto(f"{live_server.url}/dashboards/orgs/acme/logs/{expected['foreign']}/")
     assert response.status == 404
     assert os.listdir(ARTIFACTS)
+
+
+@pytest.fixture
+def newcomer(tenancy) -> dict:
+    """A new org with three requests of tiny cost in the last hours, and errors of many types."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from proxy.models import Membership, Organisation
+    from tests.dashboards.conftest import export_logs, make_log
+
+    org = Organisation.objects.create(slug="newco", name="Newco")
+    Membership.objects.create(org=org, user=tenancy.member, role=Membership.Role.MEMBER)
+    now = timezone.now()
+    logs = [make_log(org="newco", cost=Decimal("0.0000128"), at=now - timedelta(hours=hours)) for hours in (3, 2, 1)]
+    logs += [
+        make_log(org="newco", status="error", error_type=f"upstream_error_kind_{index}", cost=None, at=now)
+        for index in range(10)
+    ]
+    logs[0].log_data["attributes"]["metadata"]["provider_request_id"] = "chatcmpl-newco0001"
+    export_logs(logs)
+    return {"first": logs[0].pk, "cost": usd(Decimal("0.0000128") * 3)}
+
+
+CANVASES = """() => Array.from(document.querySelectorAll("canvas[data-chart]")).map((canvas) => {
+  const chart = Chart.getChart(canvas);
+  return {
+    name: canvas.dataset.chart,
+    height: canvas.getBoundingClientRect().height,
+    plot: chart ? chart.chartArea.bottom - chart.chartArea.top : 0,
+    width: canvas.getBoundingClientRect().width,
+    plotWidth: chart ? chart.chartArea.right - chart.chartArea.left : 0,
+    ticks: chart ? chart.scales.y.ticks.map((tick) => tick.label) : [],
+    labels: chart ? chart.data.labels : [],
+  };
+})"""
+
+
+def log_in(page, live_server):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "mike")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/dashboards/")
+
+
+def test_a_new_org_reads_its_first_hours(live_server, newcomer, page):
+    import re
+
+    log_in(page, live_server)
+    page.goto(f"{live_server.url}/dashboards/orgs/newco/")
+    assert page.locator(".subtitle").first.inner_text().startswith("Last 24 hours: ")
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \N{EN DASH} \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", page.content())
+    # Tiny costs keep their significant digits, on the card and on the cost chart's axis.
+    assert page.locator('[data-metric="cost"]').inner_text() == newcomer["cost"] == "$0.0000384"
+    drawn = {chart["name"]: chart for chart in page.evaluate(CANVASES)}
+    assert all(chart["height"] >= 200 for chart in drawn.values()), drawn
+    assert any(re.fullmatch(r"\$0\.0000\d+", tick) for tick in drawn["cost"]["ticks"]), drawn["cost"]["ticks"]
+    assert len(drawn["cost"]["labels"]) == 24
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", label) for label in drawn["cost"]["labels"])
+    # Ten error types: the legend stays beside the plot, which keeps most of the box's height and width.
+    errors_chart = drawn["error_types"]
+    assert errors_chart["plot"] >= 0.7 * errors_chart["height"], errors_chart
+    assert errors_chart["plotWidth"] >= 0.6 * errors_chart["width"], errors_chart
+    page.locator("#chart-error-types").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "dashboards-new-org.png"), full_page=True)
+
+    # Dates nobody can mean: the page says so instead of failing or taking ages.
+    response = page.goto(f"{live_server.url}/dashboards/orgs/newco/?range=custom&start=1000-01-01&end=9999-12-31")
+    assert response.status == 400
+    errors = page.locator('[data-testid="form-errors"]')
+    assert errors.is_visible()
+    assert "Enter a date between 2000-01-01" in errors.inner_text()
+    assert page.locator("input[name=start]").input_value() == "1000-01-01"
+    page.screenshot(path=str(ARTIFACTS / "dashboards-date-error.png"), full_page=True)
+
+    # The id from a response header, pasted in the header's search box, opens that request.
+    page.fill("form.find input[name=id]", newcomer["first"])
+    page.press("form.find input[name=id]", "Enter")
+    page.wait_for_url(f"**/dashboards/orgs/newco/logs/{newcomer['first']}/")
+    assert newcomer["first"] in page.locator("h1").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboards-find.png"), full_page=True)
+
+    # So does the provider's id, searched in the explorer.
+    page.goto(f"{live_server.url}/dashboards/orgs/newco/logs/")
+    page.fill("input[name=q]", "chatcmpl-newco0001")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(f"**/dashboards/orgs/newco/logs/{newcomer['first']}/")
+    page.goto(f"{live_server.url}/dashboards/orgs/newco/logs/")
+    page.screenshot(path=str(ARTIFACTS / "dashboards-new-org-logs.png"), full_page=True)

@@ -64,7 +64,7 @@
           legend: {
             display: spec.datasets.length > 1,
             position: many ? "right" : "bottom",
-            maxWidth: 180,
+            maxWidth: 260,
             maxHeight: 48,
             labels: { boxWidth: 12, boxHeight: 12 },
           },
