@@ -720,7 +720,7 @@ def request_log_find(*, org_ids: Sequence[str] | None, request_id: str) -> Reque
     found = rows.filter(pk=request_id).only("id", "org_id").first()
     if found is not None:
         return found
-    newest = rows.order_by("-timestamp", "-id").values("pk")[:SEARCH_SCAN_ROWS]
+    newest = rows.order_by("-timestamp").values("pk")[:SEARCH_SCAN_ROWS]
     return (
         RequestLog.objects.filter(pk__in=newest, log_data__attributes__metadata__provider_request_id=request_id)
         .only("id", "org_id")
