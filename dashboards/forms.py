@@ -41,7 +41,7 @@ class UsageFilterForm(forms.Form):
 
     def __init__(self, data, *args, **kwargs):
         super().__init__(data, *args, **kwargs)
-        # Without valid input a page still shows the default view rather than an error.
+        # Invalid input still gets a page: the default view, with the errors shown above it.
         self.is_valid()
 
     def clean(self):
