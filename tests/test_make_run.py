@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import _free_port
 
@@ -106,11 +105,6 @@ class MakeRun:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
-def var_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("make-run")
-
-
 def _stop_and_check(run: MakeRun, send) -> None:
     try:
         run.wait_until_ready()
@@ -132,8 +126,8 @@ def _stop_and_check(run: MakeRun, send) -> None:
         run.kill_leftovers()
 
 
-def test_sigterm_stops_web_and_worker_and_the_first_run_says_what_to_do_next(var_dir):
-    run = MakeRun(var_dir, DEMO_LOG_COUNT="300")
+def test_sigterm_stops_web_and_worker_and_the_first_run_says_what_to_do_next(tmp_path):
+    run = MakeRun(tmp_path, DEMO_LOG_COUNT="300")
     _stop_and_check(run, lambda: os.kill(run.process.pid, signal.SIGTERM))
     output = run.output
     for line in (
@@ -151,19 +145,19 @@ def test_sigterm_stops_web_and_worker_and_the_first_run_says_what_to_do_next(var
     unconfigured = next(line for line in output.splitlines() if line.startswith("Providers not configured"))
     assert "anthropic" in unconfigured and "openai" not in unconfigured
     assert "WARNING anthropic" not in output
-    with sqlite3.connect(var_dir / "tollgate.sqlite3") as database:
+    with sqlite3.connect(tmp_path / "tollgate.sqlite3") as database:
         orgs = dict(database.execute("SELECT slug, name FROM proxy_organisation"))
         (logs,) = database.execute("SELECT COUNT(*) FROM ai_gateway_request_logs").fetchone()
     assert orgs and all(slug.startswith("demo-") and name.startswith("Demo: ") for slug, name in orgs.items())
     assert logs == 300
 
 
-def test_ctrl_c_stops_web_and_worker(var_dir):
+def test_ctrl_c_stops_web_and_worker(tmp_path):
     """A terminal's Ctrl-C: SIGINT to the foreground process group (make and what it started in it)."""
-    run = MakeRun(var_dir, DEMO_LOG_COUNT="300")
+    run = MakeRun(tmp_path, DEMO_LOG_COUNT="0")
     _stop_and_check(run, lambda: os.killpg(run.process.pid, signal.SIGINT))
-    # The second start leaves the database it seeded the first time alone.
-    assert "Added" not in run.output
+    assert "No demo logs requested" in run.output
+    assert "demo-acme" not in run.output
 
 
 def test_demo_data_is_never_seeded_into_a_database_named_by_database_url(tmp_path):

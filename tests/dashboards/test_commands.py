@@ -91,3 +91,17 @@ def test_remove_demo_data_removes_demo_orgs_logs_and_rollups_and_nothing_else(ca
 
     call_command("remove_demo_data")
     assert "No demo data" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_data_goes_into_an_embedded_database_once_and_removed_demo_data_stays_removed(settings, tmp_path):
+    settings.DATABASE_IS_EMBEDDED, settings.VAR_DIR = True, tmp_path
+    first_run = ("seed_demo_logs", "--count", "100", "--days", "1", "--if-empty", "--embedded-only")
+    call_command(*first_run)
+    assert RequestLog.objects.count() == 100
+    call_command("remove_demo_data")
+    assert not RequestLog.objects.exists() and not Organisation.objects.exists()
+
+    call_command(*first_run)
+
+    assert not RequestLog.objects.exists() and not Organisation.objects.exists()
