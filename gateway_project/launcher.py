@@ -57,7 +57,10 @@ class Launcher:
             code = self.children[exited].returncode
             print(f"launcher: {exited} exited with code {code}; stopping the others", file=sys.stderr, flush=True)
         self.stop()
-        return 0 if exited is None else (self.children[exited].returncode or 1)
+        if exited is None:
+            return 0
+        code = self.children[exited].returncode
+        return code if code > 0 else 1
 
     def stop(self) -> None:
         for child in self.children.values():

@@ -177,3 +177,24 @@ def test_demo_data_is_never_seeded_into_a_database_named_by_database_url(tmp_pat
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT COUNT(*) FROM proxy_organisation").fetchone() == (0,)
         assert connection.execute("SELECT COUNT(*) FROM ai_gateway_request_logs").fetchone() == (0,)
+
+
+def test_when_one_process_exits_the_launcher_stops_the_other_and_fails(tmp_path):
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(120)'"
+    crasher = f"{sys.executable} -c 'import time; time.sleep(0.5); raise SystemExit(3)'"
+    command = [sys.executable, "-m", "gateway_project.launcher", "--url", "http://127.0.0.1:9"]
+    launcher = subprocess.Popen(
+        [*command, "--web", sleeper, "--worker", crasher],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = launcher.communicate(timeout=30)
+        assert launcher.returncode == 3
+        assert "worker exited with code 3" in stderr
+        assert session_processes(launcher.pid) == []
+    finally:
+        for pid, _ in session_processes(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
