@@ -7,8 +7,17 @@ WEB_CONCURRENCY ?= 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_LOG_COUNT ?= 5000
+# `make run`'s web server, per worker process: at most 2048 connections (idle keep-alives
+# included) before it answers 503, keep-alive longer than a load balancer's 60 s idle timeout,
+# in-flight requests and streams get 10 s to finish on stop; uvloop and httptools for speed.
+UVICORN_FLAGS ?= --limit-concurrency 2048 --timeout-keep-alive 75 --timeout-graceful-shutdown 10 \
+	--no-access-log --loop uvloop --http httptools
+VAR_DIR := $(or $(GATEWAY_VAR_DIR),$(CURDIR)/var)
+WEB = $(BIN)/uvicorn gateway_project.asgi:application --host 127.0.0.1 --port $(PORT) --workers $(WEB_CONCURRENCY) \
+	$(UVICORN_FLAGS)
+WORKER = $(BIN)/celery -A gateway_project worker --loglevel INFO --concurrency 1 -Q export.postgres,export.elasticsearch,celery
 
-.PHONY: install browser run worker web test lint format bench clean
+.PHONY: install browser migrate run key superuser test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,17 +33,28 @@ install: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+migrate: install
+	@$(BIN)/python manage.py migrate --noinput --verbosity 0
+
 # The gateway on 127.0.0.1:$(PORT) with a Celery worker. Without DATABASE_URL, REDIS_URL and
-# ELASTICSEARCH_URL it runs on embedded defaults: SQLite, a filesystem broker, no Elasticsearch.
-run: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py seed_demo_logs --count $(DEMO_LOG_COUNT) --if-empty
-	@rm -rf var/prometheus && mkdir -p var/prometheus
-	@trap 'kill 0' INT TERM EXIT; export PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus; \
-	$(BIN)/celery -A gateway_project worker --loglevel INFO --concurrency 1 -Q export.postgres,export.elasticsearch,celery & \
-	$(BIN)/uvicorn gateway_project.asgi:application --host 127.0.0.1 --port $(PORT) --workers $(WEB_CONCURRENCY) \
-		--no-access-log --loop uvloop --http httptools
+# ELASTICSEARCH_URL it runs on embedded defaults: SQLite, a filesystem broker, no Elasticsearch;
+# only that embedded database gets demo data, once. Ctrl-C or SIGTERM stops both processes.
+run: migrate
+	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@$(BIN)/python manage.py seed_demo_logs --count $(DEMO_LOG_COUNT) --if-empty --embedded-only
+	@rm -rf $(VAR_DIR)/prometheus && mkdir -p $(VAR_DIR)/prometheus
+	@PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus exec $(BIN)/python -m gateway_project.launcher \
+		--url http://127.0.0.1:$(PORT) --web "$(WEB)" --worker "$(WORKER)"
+
+# A gateway key for ORG (and pinned to PROJECT when given); both are created when missing.
+key: migrate
+	@test -n "$(ORG)" || { echo "usage: make key ORG=<org> [PROJECT=<project>]" >&2; exit 2; }
+	@$(BIN)/python manage.py issue_key --org "$(ORG)" $(if $(PROJECT),--project "$(PROJECT)")
+
+# A login for the dashboards and admin; asks for the details, or takes DJANGO_SUPERUSER_USERNAME,
+# _EMAIL and _PASSWORD from the environment.
+superuser: migrate
+	@$(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_PASSWORD),--noinput)
 
 test: install browser
 	$(BIN)/ruff check .

@@ -31,6 +31,10 @@ MODELS = (
     ("gemini", "gemini-2.0-flash", 0.10, 0.40, 350, 5, 6),
     ("deepseek", "deepseek-chat", 0.27, 1.10, 900, 16, 3),
 )
+# Demo orgs are named as such ("demo-acme", "Demo: Acme Corporation"), so that they never take the
+# name of a real org and `remove_demo_data` finds them.
+DEMO_SLUG_PREFIX = "demo-"
+DEMO_NAME_PREFIX = "Demo: "
 ORG_NAMES = (
     ("acme", "Acme Corporation"),
     ("globex", "Globex"),
@@ -139,12 +143,27 @@ class DemoOrg:
             user.model_cum_weights = list(itertools.accumulate(user.model_weights))
 
 
+def demo_org_name(index: int) -> tuple[str, str]:
+    """The slug and name of the demo org at `index`."""
+    base, name = ORG_NAMES[index] if index < len(ORG_NAMES) else (f"org-{index + 1}", f"Org {index + 1}")
+    return DEMO_SLUG_PREFIX + base, DEMO_NAME_PREFIX + name
+
+
+def is_demo_slug(slug: str) -> bool:
+    """Whether `slug` is one `build_world` gives a demo org."""
+    base = slug.removeprefix(DEMO_SLUG_PREFIX)
+    if base == slug:
+        return False
+    known = {org_base for org_base, _ in ORG_NAMES}
+    return base in known or (base.startswith("org-") and base[4:].isdigit())
+
+
 def build_world(*, org_count: int, seed: int = 7) -> list[DemoOrg]:
     """The orgs, projects, users and habits the demo traffic comes from; the same for a given seed."""
     rng = random.Random(seed)
     orgs = []
     for index in range(org_count):
-        slug, name = ORG_NAMES[index] if index < len(ORG_NAMES) else (f"org-{index + 1}", f"Demo org {index + 1}")
+        slug, name = demo_org_name(index)
         project_specs = rng.sample(PROJECTS, rng.randint(3, 5))
         projects = [
             (project_slug, project_name, "metadata" if project_slug == "data-extraction" else "full")
@@ -156,7 +175,7 @@ def build_world(*, org_count: int, seed: int = 7) -> list[DemoOrg]:
             models = rng.sample(range(len(MODELS)), rng.randint(1, 3))
             org.users.append(
                 DemoUser(
-                    user_id=f"{first}.{number // len(FIRST_NAMES) + 1}@{slug}.example",
+                    user_id=f"{first}.{number // len(FIRST_NAMES) + 1}@{slug.removeprefix(DEMO_SLUG_PREFIX)}.example",
                     project=rng.choice(projects)[0],
                     models=models,
                     model_weights=[MODELS[model][6] * rng.uniform(0.5, 1.5) for model in models],

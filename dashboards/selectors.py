@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce, Concat
 from django.http import Http404
 from django.utils import timezone
 
-from dashboards import histograms
+from dashboards import demo, histograms
 from dashboards.models import (
     ADDITIVE_MEASURES,
     DailyFacetUsage,
@@ -738,3 +738,9 @@ def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:
     if scope.project_id is not None:
         return ("user_id", "model", "provider", "experiment_id", "error_type")
     return ("project_id", "user_id", "model", "provider", "experiment_id", "error_type")
+
+
+def demo_org_slugs() -> list[str]:
+    """The demo orgs `seed_demo_logs` created and nobody removed."""
+    candidates = Organisation.objects.filter(slug__startswith=demo.DEMO_SLUG_PREFIX).values_list("slug", flat=True)
+    return [slug for slug in candidates if demo.is_demo_slug(slug)]

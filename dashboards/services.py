@@ -18,7 +18,7 @@ from django.utils import timezone
 from dashboards import demo, rollups
 from dashboards.models import CostRecomputation
 from proxy import services as proxy_services
-from proxy.models import Project
+from proxy.models import Organisation, Project
 from telemetry import pricing
 from telemetry.models import RequestLog
 
@@ -193,6 +193,30 @@ def demo_logs_seed(
             progress(done, plan.total)
     rollups_rebuild(since=plan.start.date(), until=end.astimezone(UTC).date(), progress=rollup_progress)
     return SeedResult(rows=plan.total, orgs=[org.slug for org in plan.orgs], since=plan.start, until=end)
+
+
+@dataclass(frozen=True)
+class DemoRemoval:
+    orgs: list[str]
+    logs: int
+
+
+def demo_data_remove() -> DemoRemoval:
+    """Delete the demo orgs (their projects, keys and members with them), their request logs and rollups.
+
+    Only orgs named as `seed_demo_logs` names them are touched; every other org keeps its data.
+    """
+    from dashboards import selectors
+
+    orgs = selectors.demo_org_slugs()
+    # Logs of a demo org whose row was deleted by hand go too.
+    slugs = set(orgs) | {demo.demo_org_name(index)[0] for index in range(len(demo.ORG_NAMES))}
+    with transaction.atomic():
+        logs, _ = RequestLog.objects.filter(org_id__in=slugs).delete()
+        for rollup, _unit in rollups.ROLLUPS:
+            rollup.objects.filter(org_id__in=slugs).delete()
+        Organisation.objects.filter(slug__in=orgs).delete()
+    return DemoRemoval(orgs=orgs, logs=logs)
 
 
 def _ensure_orgs(world: list[demo.DemoOrg]) -> None:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from proxy import health
 
@@ -8,6 +9,8 @@ admin.site.site_url = "/dashboards/"
 admin.site.site_header = "Tollgate administration"
 
 urlpatterns = [
+    # A browser pointed at the gateway lands on the dashboards (which send it to log in first).
+    path("", RedirectView.as_view(pattern_name="dashboards:overview"), name="home"),
     path("v1/", include("proxy.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -87,3 +87,9 @@ def test_health_and_readiness(caller):
     ready = httpx.get(caller.gateway_url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": True, "broker": True}
+
+
+def test_the_container_runs_uvicorn_as_the_process_docker_stop_signals():
+    command = (ROOT / "Dockerfile").read_text().split("CMD", 1)[1]
+    assert "&& exec uvicorn " in command
+    assert "--timeout-graceful-shutdown" in command
