@@ -270,3 +270,92 @@ def test_short_provider_keys_are_fully_masked(admin_client, org):
     response = admin_client.get(admin_url("providercredential", "changelist"))
 
     assert "2345" not in response.text
+
+
+# --- Tenant keys: logs and rollups are keyed by slugs, so a slug never changes -----------
+
+CREATED_AT = {"created_at_0": "2026-01-02", "created_at_1": "03:04:05"}
+
+
+def test_an_org_slug_cannot_be_renamed_in_admin(admin_client, org):
+    response = admin_client.post(
+        admin_url("organisation", "change", org.pk),
+        {
+            "slug": "initech",
+            "name": "Acme renamed",
+            **CREATED_AT,
+            "projects-TOTAL_FORMS": "0",
+            "projects-INITIAL_FORMS": "0",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    org.refresh_from_db()
+    assert (org.slug, org.name) == ("acme", "Acme renamed")
+    page = admin_client.get(admin_url("organisation", "change", org.pk))
+    assert 'name="slug"' not in page.text
+    assert 'name="slug"' in admin_client.get(admin_url("organisation", "add")).text
+
+
+def test_a_project_slug_and_org_cannot_be_changed_in_admin(admin_client, org, project, stranger_project):
+    response = admin_client.post(
+        admin_url("project", "change", project.pk),
+        {"org": stranger_project.org.pk, "slug": "renamed", "name": "Web", "content_logging": "full", **CREATED_AT},
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.org, project.slug, project.name) == (org, "web", "Web")
+
+
+def test_a_project_slug_cannot_be_renamed_through_the_org_inline(admin_client, org, project):
+    response = admin_client.post(
+        admin_url("organisation", "change", org.pk),
+        {
+            "name": "Acme",
+            **CREATED_AT,
+            "projects-0-created_at_0": CREATED_AT["created_at_0"],
+            "projects-0-created_at_1": CREATED_AT["created_at_1"],
+            "projects-TOTAL_FORMS": "1",
+            "projects-INITIAL_FORMS": "1",
+            "projects-0-id": project.pk,
+            "projects-0-org": org.pk,
+            "projects-0-slug": "renamed",
+            "projects-0-name": "Web",
+            "projects-0-content_logging": "full",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.slug == "web"
+
+
+def test_models_refuse_to_save_a_changed_slug(org, project):
+    from django.core.exceptions import ValidationError
+
+    from proxy.models import Organisation, Project
+
+    org.slug = "globex"
+    with pytest.raises(ValidationError, match="slug"):
+        org.save()
+    project.slug = "renamed"
+    with pytest.raises(ValidationError, match="slug"):
+        project.save()
+    moved = Project.objects.get(pk=project.pk)
+    moved.org = services.organisation_get_or_create(slug="globex")
+    with pytest.raises(ValidationError, match="organisation"):
+        moved.save()
+    with pytest.raises(ValidationError, match="slug"):
+        Organisation.objects.filter(pk=org.pk).update(slug="globex")
+    assert Organisation.objects.get(pk=org.pk).slug == "acme"
+    assert Project.objects.get(pk=project.pk).slug == "web"
+    # Other fields still change, and a new row may take any free slug.
+    fresh = Organisation.objects.get(pk=org.pk)
+    fresh.name = "Acme Corp"
+    fresh.save()
+    assert Organisation.objects.get(pk=org.pk).name == "Acme Corp"
