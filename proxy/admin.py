@@ -253,12 +253,20 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         return ("org", "provider", "key_hint", "updated_at") if obj is not None else ()
 
     def save_model(self, request, obj, form, change):
-        credential = services.provider_credential_set(
-            org=obj.org,
-            provider=obj.provider,
-            api_key=form.cleaned_data["api_key"] or obj.api_key,
-            base_url=obj.base_url,
-        )
+        if not change:
+            credential = services.provider_credential_set(
+                org=obj.org, provider=obj.provider, api_key=form.cleaned_data["api_key"], base_url=obj.base_url
+            )
+        else:
+            credential, dropped = services.provider_credential_update(
+                credential=obj, base_url=obj.base_url, api_key=form.cleaned_data["api_key"] or None
+            )
+            if dropped:
+                self.message_user(
+                    request,
+                    "The base URL changed, so the stored API key was removed: enter the key for the new URL.",
+                    messages.WARNING,
+                )
         obj.pk = credential.pk
         obj.refresh_from_db()
 
@@ -268,6 +276,8 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
             api_key = obj.api_key
         except ImproperlyConfigured:
             return "(cannot be decrypted with the configured key)"
+        if not api_key:
+            return "(none: enter a key)"
         if len(api_key) < KEY_HINT_MIN_LENGTH:
             return KEY_HINT_MASK
         return KEY_HINT_MASK + api_key[-4:]

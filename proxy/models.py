@@ -211,7 +211,7 @@ class ProviderCredential(models.Model):
 
     @api_key.setter
     def api_key(self, plaintext: str) -> None:
-        self.api_key_encrypted = crypto.encrypt(plaintext)
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
 
 class ModelRoute(models.Model):

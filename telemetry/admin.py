@@ -183,6 +183,10 @@ class ExporterSettingForm(forms.ModelForm):
             "flush_interval",
         )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_secrets = bool(self.instance.password_encrypted or self.instance.api_key_encrypted)
+
     def secret_changes(self) -> dict:
         if self.cleaned_data.get("clear_secrets"):
             return {"password": "", "api_key": ""}
@@ -228,6 +232,13 @@ class ExporterSettingAdmin(admin.ModelAdmin):
         }
         changes |= {"flush_interval": form.cleaned_data["flush_interval"], **form.secret_changes()}
         services.exporter_setting_update(setting=obj, **changes)
+        cleared = not (obj.password_encrypted or obj.api_key_encrypted)
+        if form.initial_secrets and cleared and not form.cleaned_data.get("clear_secrets"):
+            self.message_user(
+                request,
+                "The URL changed, so the stored password and API key were removed: enter them for the new URL.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Test the connection")
     def test_connection(self, request, queryset):

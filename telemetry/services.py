@@ -259,6 +259,7 @@ def exporter_setting_update(*, setting: ExporterSetting, **changes) -> ExporterS
     unknown = set(changes) - _EDITABLE
     if unknown:
         raise ValidationError(f"Not an exporter setting: {', '.join(sorted(unknown))}")
+    changes = exporter_secrets_for_destination(setting=setting, changes=changes)
     for field, value in changes.items():
         if field in ("password", "api_key") and value is None:
             continue
@@ -267,6 +268,40 @@ def exporter_setting_update(*, setting: ExporterSetting, **changes) -> ExporterS
     setting.save()
     selectors.exporter_configs_forget()
     return setting
+
+
+# Options that say where an exporter connects, besides the row's URL.
+_DESTINATION_OPTIONS = ("url", "hosts", "host", "cloud_id")
+
+
+def exporter_destination_changed(*, setting: ExporterSetting, changes: dict) -> bool:
+    """Whether `changes` point the stored row at another URL or host."""
+    if setting.pk is None:
+        return False
+    stored = ExporterSetting.objects.filter(pk=setting.pk).values("url", "options").first()
+    if stored is None:
+        return False
+    if "url" in changes and (changes["url"] or "") != stored["url"]:
+        return True
+    if "options" in changes:
+        before, after = stored["options"] or {}, changes["options"] or {}
+        return any(before.get(name) != after.get(name) for name in _DESTINATION_OPTIONS)
+    return False
+
+
+def exporter_secrets_for_destination(*, setting: ExporterSetting, changes: dict) -> dict:
+    """`changes` with the stored secrets cleared when the destination changes and they were not re-entered.
+
+    A secret is only ever sent where it was entered for: otherwise whoever may edit the URL but
+    not read the secret could point the exporter at their own server and receive it.
+    """
+    if not exporter_destination_changed(setting=setting, changes=changes):
+        return changes
+    return {
+        **changes,
+        "password": changes.get("password") or "",
+        "api_key": changes.get("api_key") or "",
+    }
 
 
 def exporter_setting_validate(*, setting: ExporterSetting) -> None:

@@ -12,6 +12,7 @@ from proxy.models import (
     GatewayKey,
     Membership,
     ModelRoute,
+    Organisation,
     PriceOverride,
     ProviderCredential,
     hash_gateway_key,
@@ -238,7 +239,9 @@ def test_provider_credential_needs_a_key_when_added(admin_client, org):
 
 
 def test_blank_key_on_change_keeps_the_stored_key(admin_client, org):
-    credential = services.provider_credential_set(org=org, provider="openai", api_key=PROVIDER_KEY)
+    credential = services.provider_credential_set(
+        org=org, provider="openai", api_key=PROVIDER_KEY, base_url="https://proxy.local/v1"
+    )
 
     response = admin_client.post(
         admin_url("providercredential", "change", credential.pk), {"api_key": "", "base_url": "https://proxy.local/v1"}
@@ -359,3 +362,57 @@ def test_models_refuse_to_save_a_changed_slug(org, project):
     fresh.name = "Acme Corp"
     fresh.save()
     assert Organisation.objects.get(pk=org.pk).name == "Acme Corp"
+
+
+# --- A changed destination drops the secret ----------------------------------------------
+
+
+def test_changing_the_base_url_without_the_key_clears_the_stored_key(admin_client, org):
+    credential = services.provider_credential_set(
+        org=org, provider="openai", api_key=PROVIDER_KEY, base_url="https://llm.internal/v1"
+    )
+
+    response = admin_client.post(
+        admin_url("providercredential", "change", credential.pk),
+        {"api_key": "", "base_url": "https://attacker.example/v1"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    credential.refresh_from_db()
+    assert credential.base_url == "https://attacker.example/v1"
+    assert credential.api_key == ""
+    assert raw_encrypted_column(credential) == ""
+    assert "base URL changed" in response.text
+    assert PROVIDER_KEY not in response.text
+
+
+def test_changing_the_base_url_with_the_key_re_entered_keeps_the_new_key(admin_client, org):
+    credential = services.provider_credential_set(org=org, provider="openai", api_key=PROVIDER_KEY)
+
+    response = admin_client.post(
+        admin_url("providercredential", "change", credential.pk),
+        {"api_key": "sk-for-the-new-host-000000-1111", "base_url": "https://llm.internal/v1"},
+    )
+
+    assert response.status_code == 302
+    credential.refresh_from_db()
+    assert (credential.api_key, credential.base_url) == ("sk-for-the-new-host-000000-1111", "https://llm.internal/v1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_org_base_url_never_receives_the_deployment_key(monkeypatch):
+    from asgiref.sync import async_to_sync
+
+    from proxy.credentials import upstream_credentials
+    from proxy.providers.registry import PROVIDERS
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-deployment-wide-key-0000")
+    org = Organisation.objects.create(slug="cleared", name="Cleared")
+    credential = ProviderCredential(org=org, provider="openai", base_url="https://attacker.example/v1")
+    credential.api_key = ""
+    credential.save()
+
+    api_key, base_url = async_to_sync(upstream_credentials)(org_pk=org.pk, spec=PROVIDERS["openai"], caller_key=None)
+
+    assert (api_key, base_url) == ("", "https://attacker.example/v1")

@@ -392,3 +392,41 @@ def test_without_ilm_old_daily_indices_are_pruned_past_retention(osmem_clone, tr
     assert sorted(pruned) == ["ai-gateway-metrics-2025.01.01", "ai-gateway-metrics_text-2025.01.01"]
     assert list(es_hits(osmem_clone.url, ids_of([old, recent]))) == [recent["attributes"]["id"]]
     exporter.shutdown()
+
+
+def test_changing_an_exporters_url_without_the_secret_clears_the_stored_secrets(admin_client_logged_in):
+    configure_exporters(es_url="http://127.0.0.1:9")
+    setting = ExporterSetting.objects.get(name="elasticsearch")
+    services.exporter_setting_update(setting=setting, password="hunter2-hunter2", api_key="es-api-key-123456")
+    change_url = reverse("admin:telemetry_exportersetting_change", args=[setting.pk])
+    form = {
+        "enabled": "on",
+        "backend": setting.backend,
+        "url": "http://attacker.example:9200",
+        "index_or_table": setting.index_or_table,
+        "username": "elastic",
+        "password": "",
+        "api_key": "",
+        "options": json.dumps(setting.options),
+        "batch_size": "100",
+        "flush_interval": "1.0",
+    }
+
+    response = admin_client_logged_in.post(change_url, form, follow=True)
+
+    assert response.status_code == 200
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert stored.url == "http://attacker.example:9200"
+    assert (stored.password_encrypted, stored.api_key_encrypted) == ("", "")
+    assert "URL changed" in response.content.decode()
+
+    # Re-entered with the new URL, the secret is kept.
+    response = admin_client_logged_in.post(
+        change_url, form | {"url": "http://127.0.0.1:9201", "password": "new-pass-for-new-host"}, follow=True
+    )
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert (stored.url, stored.password) == ("http://127.0.0.1:9201", "new-pass-for-new-host")
+    # An edit that keeps the URL keeps the secret.
+    admin_client_logged_in.post(change_url, form | {"url": "http://127.0.0.1:9201", "batch_size": "50"})
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert (stored.batch_size, stored.password) == (50, "new-pass-for-new-host")
