@@ -16,7 +16,13 @@ from django.utils.html import format_html
 from gateway_project.admin_mixins import ReadOnlyAdminMixin
 from telemetry import services
 from telemetry.exporters import ExportError
-from telemetry.models import DeadLetter, ExporterSetting, RequestLog
+from telemetry.models import (
+    REQUEST_CONTENT_PERMISSION,
+    DeadLetter,
+    ExporterSetting,
+    RequestLog,
+    document_without_content,
+)
 
 # Below this many rows an exact count is cheap enough to be worth having.
 _ESTIMATE_FROM = 100_000
@@ -76,9 +82,23 @@ class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     exclude = ("log_data",)
     readonly_fields = ("document",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # Staff see every org's metadata; the prompts and replies only with the permission.
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return ("document",)
+        return ("document_without_content",)
+
     @admin.display(description="Document")
     def document(self, obj):
-        return format_html("<pre>{}</pre>", orjson.dumps(obj.log_data, option=orjson.OPT_INDENT_2).decode())
+        return _pretty_document(obj.log_data)
+
+    @admin.display(description="Document (request and response hidden)")
+    def document_without_content(self, obj):
+        return _pretty_document(document_without_content(obj.log_data))
+
+
+def _pretty_document(document) -> str:
+    return format_html("<pre>{}</pre>", orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
 class ResolvedFilter(admin.SimpleListFilter):
@@ -129,12 +149,33 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_form(self, request, obj=None, **kwargs):
+        if not request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return self.fields
+        return (*self.readonly_fields, "document_without_content")
+
+    def get_readonly_fields(self, request, obj=None):
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return self.readonly_fields
+        # Seeing the document (and so editing it) needs the content permission.
+        return (*self.readonly_fields, "document_without_content")
+
+    @admin.display(description="Document (request and response hidden)")
+    def document_without_content(self, obj):
+        return _pretty_document(document_without_content(obj.document))
+
     @admin.display(description="Error")
     def short_error(self, obj):
         return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
 
     def save_model(self, request, obj, form, change):
-        services.dead_letter_update_document(dead_letter=obj, document=form.cleaned_data["document"])
+        if "document" in form.cleaned_data:  # only those who may see the document can change it
+            services.dead_letter_update_document(dead_letter=obj, document=form.cleaned_data["document"])
 
     @admin.action(description="Export the selected records again")
     def retry_export(self, request, queryset):
