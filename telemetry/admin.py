@@ -6,12 +6,17 @@ import copy
 
 import orjson
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from gateway_project.admin_mixins import ReadOnlyAdminMixin
 from telemetry import services
@@ -190,8 +195,18 @@ class DeadLetterAdmin(admin.ModelAdmin):
             self.message_user(request, "Nothing to retry: the selected records were already exported.")
 
 
+def installed_exporter_choices(current: str = "") -> list[tuple[str, str]]:
+    """The exporter classes this installation configures (TELEMETRY_EXPORTERS), and the row's own."""
+    backends = {config["BACKEND"] for config in settings.TELEMETRY_EXPORTERS.values()}
+    if current:
+        backends.add(current)
+    return [(path, f"{path.rsplit('.', 1)[-1]} ({path.rsplit('.', 1)[0]})") for path in sorted(backends)]
+
+
 class ExporterSettingForm(forms.ModelForm):
     """Secrets are write-only: never rendered back; left blank on change, the stored one stays."""
+
+    backend = forms.ChoiceField(help_text="One of the installed exporters.")
 
     password = forms.CharField(
         required=False,
@@ -227,6 +242,7 @@ class ExporterSettingForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.initial_secrets = bool(self.instance.password_encrypted or self.instance.api_key_encrypted)
+        self.fields["backend"].choices = installed_exporter_choices(self.instance.backend)
 
     def secret_changes(self) -> dict:
         if self.cleaned_data.get("clear_secrets"):
@@ -253,6 +269,7 @@ class ExporterSettingForm(forms.ModelForm):
 @admin.register(ExporterSetting)
 class ExporterSettingAdmin(admin.ModelAdmin):
     form = ExporterSettingForm
+    change_form_template = "admin/telemetry/exportersetting/change_form.html"
     list_display = ("name", "enabled", "backend", "url", "index_or_table", "batch_size", "has_secret", "updated_at")
     list_filter = ("enabled",)
     readonly_fields = ("updated_at",)
@@ -281,12 +298,42 @@ class ExporterSettingAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def get_urls(self):
+        info = (self.opts.app_label, self.opts.model_name)
+        test_url = path(
+            "<path:object_id>/test-connection/",
+            self.admin_site.admin_view(self.test_connection_view),
+            name="{}_{}_test_connection".format(*info),
+        )
+        return [test_url, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            info = (self.opts.app_label, self.opts.model_name)
+            context["test_connection_url"] = reverse("admin:{}_{}_test_connection".format(*info), args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @method_decorator(require_POST)
+    def test_connection_view(self, request, object_id):
+        """The edit page's button: tests the saved settings, never the unsaved form (see the template)."""
+        setting = self.get_object(request, object_id)
+        if setting is None or not self.has_change_permission(request, setting):
+            raise PermissionDenied
+        self._report_connection(request, setting)
+        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(reverse("admin:{}_{}_change".format(*info), args=[setting.pk]))
+
     @admin.action(description="Test the connection")
     def test_connection(self, request, queryset):
         for setting in queryset:
-            try:
-                found = services.exporter_setting_check(setting=setting)
-            except ExportError as exc:
-                self.message_user(request, f"{setting.name}: cannot connect: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, f"{setting.name}: connected to {found}", messages.SUCCESS)
+            self._report_connection(request, setting)
+
+    def _report_connection(self, request, setting: ExporterSetting) -> None:
+        try:
+            outcome = services.exporter_setting_check(setting=setting)
+        except ExportError as exc:
+            self.message_user(request, f"{setting.name}: cannot connect to {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"{setting.name}: connected to {outcome.found}", messages.SUCCESS)
+        for warning in outcome.warnings:
+            self.message_user(request, f"{setting.name}: {warning}", messages.WARNING)
