@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_GET
 from dashboards import access, pages, selectors
 from dashboards.forms import LogFilterForm, UsageFilterForm
 from dashboards.selectors import Scope
+from telemetry.models import document_without_content
 
 CSV_COLUMNS = (
     ("requests", "requests"),
@@ -173,6 +175,10 @@ def log_explorer(request, org_slug):
         found = selectors.request_log_find(org_ids=[org.slug], request_id=filters.search)
         if found is not None:
             return redirect("dashboards:log_detail", org.slug, found.pk)
+    content_visible = access.may_see_content(user=request.user, org=org)
+    if not content_visible:
+        # Not run at all: which rows match would tell what the prompts and replies say.
+        filters = dataclasses.replace(filters, search="")
     page = selectors.request_logs_page(org=org, window=window, filters=filters, cursor=form.value("cursor"))
     query = {key: value for key, value in request.GET.items() if key != "cursor" and value}
     return render(
@@ -192,6 +198,7 @@ def log_explorer(request, org_slug):
             else None,
             "first_url": pages.with_params(request.path, query),
             "is_first_page": not form.value("cursor"),
+            "content_visible": content_visible,
         },
         status=_status(form),
     )
@@ -216,6 +223,9 @@ def log_detail(request, org_slug, log_id):
     org = access.org_for_user(user=request.user, org_slug=org_slug)
     log = selectors.request_log_for_org(org=org, log_id=log_id)
     document = log.log_data if isinstance(log.log_data, dict) else {}
+    content_visible = access.may_see_content(user=request.user, org=org)
+    if not content_visible:
+        document = document_without_content(document)
     attributes = document.get("attributes") or {}
     metadata = attributes.get("metadata") or {}
     response = attributes.get("response")
@@ -231,8 +241,9 @@ def log_detail(request, org_slug, log_id):
             "log": log,
             "metadata": metadata,
             "redacted": bool(metadata.get("content_redacted")),
-            "request_json": _pretty(attributes.get("request")),
-            "response_json": _pretty(response),
+            "content_visible": content_visible,
+            "request_json": _pretty(attributes.get("request")) if content_visible else "",
+            "response_json": _pretty(response) if content_visible else "",
             "streamed": [_pretty(chunk) for chunk in streamed] if streamed is not None else None,
             "document_json": _pretty(document),
             "params": pages.usage_params(request.GET),

@@ -14,6 +14,10 @@ import django
 
 django.setup(set_prefix=False)
 
+from gateway_project.safety import refuse_unsafe_defaults  # noqa: E402
+
+refuse_unsafe_defaults()
+
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 

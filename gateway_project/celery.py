@@ -3,6 +3,7 @@ import zlib
 
 import orjson
 from celery import Celery
+from celery.signals import beat_init, worker_init
 from kombu import compression
 from kombu.serialization import register
 
@@ -27,3 +28,17 @@ compression.register(
 app = Celery("tollgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_unsafe_defaults(**kwargs) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from gateway_project.safety import refuse_unsafe_defaults
+
+    try:
+        refuse_unsafe_defaults()
+    except ImproperlyConfigured as exc:
+        # Celery logs and ignores exceptions from signal handlers; SystemExit stops the worker.
+        raise SystemExit(str(exc)) from exc

@@ -5,6 +5,8 @@ filesystem Celery broker and no Elasticsearch. Each service is switched to the
 real one by its URL (`DATABASE_URL`, `REDIS_URL`, `ELASTICSEARCH_URL`).
 """
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -24,9 +26,10 @@ def _positive(name, value):
     return value
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="tollgate-development-secret-key-change-me")
+# Without SECRET_KEY / ALLOWED_HOSTS: see "Deployment safety" at the end.
+SECRET_KEY = env.str("SECRET_KEY", default="")
 DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -295,3 +298,54 @@ GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
 
 # Django 6 makes https the default scheme of URL form fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True
+
+# --- Accounts and deployment safety --------------------------------------------------
+
+# A deployment is any run with a service URL set or bound beyond loopback. It must be given its
+# own SECRET_KEY, GATEWAY_ENCRYPTION_KEY and ALLOWED_HOSTS: gateway_project.safety refuses to
+# start it otherwise. A local run (`make run`) keeps a generated key in var/ and serves loopback.
+HOST = env.str("HOST", default="127.0.0.1")
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+GATEWAY_DEPLOYED = any(env.str(name, default="") for name in ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_URL")) or (
+    HOST not in ("localhost", "::1", "[::1]") and not HOST.startswith("127.")
+)
+DEVELOPMENT_SECRET_KEY = "tollgate-development-secret-key-change-me"
+
+
+def _local_secret_key(path: Path) -> str:
+    """A random key made on first use and kept in var/, readable by its owner only."""
+    import secrets
+
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+if not SECRET_KEY:
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY if GATEWAY_DEPLOYED else _local_secret_key(VAR_DIR / "secret_key")
+if not env.str("ALLOWED_HOSTS", default="") and not GATEWAY_DEPLOYED:
+    ALLOWED_HOSTS = LOOPBACK_HOSTS
+
+# Where people reach the gateway, e.g. https://gateway.example.com: password-reset links are built
+# from it, never from a request's Host header. Unset: there is no password-reset page.
+GATEWAY_PUBLIC_URL = env.str("GATEWAY_PUBLIC_URL", default="").rstrip("/")
+
+# Login throttling (django-axes) on /accounts/login/ and /admin/login/: after AXES_FAILURE_LIMIT
+# failures a username is locked out from that client address for AXES_COOLOFF_TIME. Attempts are
+# kept in the database, so every worker process sees them.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as django-axes requires
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = _positive("LOGIN_FAILURE_LIMIT", env.int("LOGIN_FAILURE_LIMIT", default=5))
+AXES_COOLOFF_TIME = timedelta(
+    minutes=_positive("LOGIN_LOCKOUT_MINUTES", env.float("LOGIN_LOCKOUT_MINUTES", default=15.0))
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client address is the connection's: a forwarded-for header is whatever the client wrote.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)

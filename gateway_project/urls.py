@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from gateway_project.accounts import TrustedHostPasswordResetView
 from proxy import health
 
 # The admin's "View site" link opens the dashboards; the dashboards link back to the admin.
@@ -16,6 +17,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    # Before django.contrib.auth's own, which would build reset links from the Host header.
+    path("accounts/password_reset/", TrustedHostPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("dashboards/", include("dashboards.urls")),
 ]

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from functools import cache
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ImproperlyConfigured
@@ -46,8 +47,18 @@ def _count_per_org(model) -> Coalesce:
     return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
 
 
+class ProjectInlineForm(forms.ModelForm):
+    """A saved project's slug is shown but not editable: its logs and rollups are kept under it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["slug"].disabled = True
+
+
 class ProjectInline(admin.TabularInline):
     model = Project
+    form = ProjectInlineForm
     fields = ("slug", "name", "content_logging", "created_at")
     extra = 0
     show_change_link = True
@@ -74,7 +85,8 @@ class OrganisationAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request, obj=None):
-        return ("dashboard_link",) if obj is not None else ()
+        # The slug keys the org's logs and rollups (see proxy.models.TenantKeyFields).
+        return ("slug", "dashboard_link") if obj is not None else ()
 
     @admin.display(description="Projects", ordering="project_count")
     def project_count(self, obj):
@@ -96,6 +108,10 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name", "org__slug", "org__name")
     list_select_related = ("org",)
     autocomplete_fields = ("org",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The org and slug key the project's logs and rollups (see proxy.models.TenantKeyFields).
+        return ("org", "slug") if obj is not None else ()
 
 
 @admin.register(Membership)
@@ -237,12 +253,20 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         return ("org", "provider", "key_hint", "updated_at") if obj is not None else ()
 
     def save_model(self, request, obj, form, change):
-        credential = services.provider_credential_set(
-            org=obj.org,
-            provider=obj.provider,
-            api_key=form.cleaned_data["api_key"] or obj.api_key,
-            base_url=obj.base_url,
-        )
+        if not change:
+            credential = services.provider_credential_set(
+                org=obj.org, provider=obj.provider, api_key=form.cleaned_data["api_key"], base_url=obj.base_url
+            )
+        else:
+            credential, dropped = services.provider_credential_update(
+                credential=obj, base_url=obj.base_url, api_key=form.cleaned_data["api_key"] or None
+            )
+            if dropped:
+                self.message_user(
+                    request,
+                    "The base URL changed, so the stored API key was removed: enter the key for the new URL.",
+                    messages.WARNING,
+                )
         obj.pk = credential.pk
         obj.refresh_from_db()
 
@@ -252,6 +276,8 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
             api_key = obj.api_key
         except ImproperlyConfigured:
             return "(cannot be decrypted with the configured key)"
+        if not api_key:
+            return "(none: enter a key)"
         if len(api_key) < KEY_HINT_MIN_LENGTH:
             return KEY_HINT_MASK
         return KEY_HINT_MASK + api_key[-4:]

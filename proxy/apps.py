@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class ProxyConfig(AppConfig):
     name = "proxy"
     verbose_name = "Gateway"
+
+    def ready(self):
+        # Registers the system check that refuses a deployment on development defaults.
+        from gateway_project import safety  # noqa: F401

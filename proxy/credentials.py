@@ -31,7 +31,8 @@ async def upstream_credentials(*, org_pk: int, spec: ProviderSpec, caller_key: s
         stored = await run_in_db_thread(_load_credential, org_pk, spec.name)
         _org_credentials.set(cache_key, stored)
     org_key, org_base_url = stored or ("", "")
-    api_key = caller_key or org_key or spec.deployment_key()
+    # The deployment-wide key goes only to the provider's own URL, never to an org's base URL.
+    api_key = caller_key or org_key or ("" if org_base_url else spec.deployment_key())
     base_url = (org_base_url or spec.base_url()).rstrip("/")
     return api_key, base_url
 

@@ -2,6 +2,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -11,8 +12,86 @@ from proxy.providers.registry import PROVIDER_CHOICES
 GATEWAY_KEY_PREFIX = "tg-"
 
 
-class Organisation(models.Model):
+_FIELD_LABELS = {"org": "organisation"}
+
+
+class TenantKeyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        fixed = sorted(set(kwargs) & {*self.model.tenant_key_fields, *self.model._tenant_key_attnames()})
+        if fixed:
+            raise ValidationError(f"{', '.join(fixed)} cannot change once created: logs and rollups are kept under it.")
+        return super().update(**kwargs)
+
+
+class TenantKeyFields(models.Model):
+    """Fields that key a tenant's logs and rollups, fixed once the row exists.
+
+    Request logs and rollups store the org's and project's slugs, not their ids: renaming
+    `globex` and creating a new `globex` would hand the old logs to the new owner.
+    """
+
+    tenant_key_fields: tuple[str, ...] = ()
+
+    objects = TenantKeyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        self._refuse_tenant_key_changes()
+        super().save(*args, **kwargs)
+        self._stored_tenant_key = {
+            self._meta.get_field(name).attname: getattr(self, self._meta.get_field(name).attname)
+            for name in self.tenant_key_fields
+        }
+
+    def clean(self):
+        super().clean()
+        self._refuse_tenant_key_changes()
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        keys = cls._tenant_key_attnames()
+        instance._stored_tenant_key = {
+            name: value
+            for name, value in zip(field_names, values, strict=True)
+            if name in keys and value is not models.DEFERRED
+        }
+        return instance
+
+    @classmethod
+    def _tenant_key_attnames(cls) -> set[str]:
+        return {cls._meta.get_field(name).attname for name in cls.tenant_key_fields}
+
+    def tenant_key_changes(self) -> list[str]:
+        """The tenant-key fields whose value differs from the stored row (none for a new row)."""
+        stored = getattr(self, "_stored_tenant_key", None)
+        if self._state.adding or stored is None:
+            return []
+        changed = []
+        for name in self.tenant_key_fields:
+            attname = self._meta.get_field(name).attname
+            if attname in stored and getattr(self, attname) != stored[attname]:
+                changed.append(name)
+        return changed
+
+    def _refuse_tenant_key_changes(self) -> None:
+        changed = self.tenant_key_changes()
+        if changed:
+            raise ValidationError(
+                {
+                    name: f"The {_FIELD_LABELS.get(name, name)} cannot change once created: "
+                    "logs and rollups are kept under it."
+                    for name in changed
+                }
+            )
+
+
+class Organisation(TenantKeyFields):
     """A tenant. Its `slug` is what callers send as `x-organisation-id`."""
+
+    tenant_key_fields = ("slug",)
 
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
@@ -25,7 +104,9 @@ class Organisation(models.Model):
         return self.name or self.slug
 
 
-class Project(models.Model):
+class Project(TenantKeyFields):
+    tenant_key_fields = ("org", "slug")
+
     class ContentLogging(models.TextChoices):
         FULL = "full", "Store full content"
         METADATA = "metadata", "Metadata only (no message contents or response text)"
@@ -130,7 +211,7 @@ class ProviderCredential(models.Model):
 
     @api_key.setter
     def api_key(self, plaintext: str) -> None:
-        self.api_key_encrypted = crypto.encrypt(plaintext)
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
 
 class ModelRoute(models.Model):

@@ -52,3 +52,22 @@ def provider_credential_set(
     credential.base_url = base_url
     credential.save()
     return credential
+
+
+def provider_credential_update(
+    *, credential: ProviderCredential, base_url: str, api_key: str | None = None
+) -> tuple[ProviderCredential, bool]:
+    """Change a credential's base URL and/or key; returns it and whether the stored key was dropped.
+
+    `api_key` None keeps the stored key, unless the base URL changes: a key is only ever
+    sent where it was entered for, so pointing the credential elsewhere clears it.
+    """
+    stored_base_url = ProviderCredential.objects.filter(pk=credential.pk).values_list("base_url", flat=True).first()
+    dropped = api_key is None and stored_base_url is not None and base_url != stored_base_url
+    if api_key is not None:
+        credential.api_key = api_key
+    elif dropped:
+        credential.api_key = ""
+    credential.base_url = base_url
+    credential.save()
+    return credential, dropped

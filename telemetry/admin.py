@@ -6,17 +6,28 @@ import copy
 
 import orjson
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from gateway_project.admin_mixins import ReadOnlyAdminMixin
 from telemetry import services
 from telemetry.exporters import ExportError
-from telemetry.models import DeadLetter, ExporterSetting, RequestLog
+from telemetry.models import (
+    REQUEST_CONTENT_PERMISSION,
+    DeadLetter,
+    ExporterSetting,
+    RequestLog,
+    document_without_content,
+)
 
 # Below this many rows an exact count is cheap enough to be worth having.
 _ESTIMATE_FROM = 100_000
@@ -76,9 +87,23 @@ class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     exclude = ("log_data",)
     readonly_fields = ("document",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # Staff see every org's metadata; the prompts and replies only with the permission.
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return ("document",)
+        return ("document_without_content",)
+
     @admin.display(description="Document")
     def document(self, obj):
-        return format_html("<pre>{}</pre>", orjson.dumps(obj.log_data, option=orjson.OPT_INDENT_2).decode())
+        return _pretty_document(obj.log_data)
+
+    @admin.display(description="Document (request and response hidden)")
+    def document_without_content(self, obj):
+        return _pretty_document(document_without_content(obj.log_data))
+
+
+def _pretty_document(document) -> str:
+    return format_html("<pre>{}</pre>", orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
 class ResolvedFilter(admin.SimpleListFilter):
@@ -129,12 +154,33 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_form(self, request, obj=None, **kwargs):
+        if not request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return self.fields
+        return (*self.readonly_fields, "document_without_content")
+
+    def get_readonly_fields(self, request, obj=None):
+        if request.user.has_perm(REQUEST_CONTENT_PERMISSION):
+            return self.readonly_fields
+        # Seeing the document (and so editing it) needs the content permission.
+        return (*self.readonly_fields, "document_without_content")
+
+    @admin.display(description="Document (request and response hidden)")
+    def document_without_content(self, obj):
+        return _pretty_document(document_without_content(obj.document))
+
     @admin.display(description="Error")
     def short_error(self, obj):
         return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
 
     def save_model(self, request, obj, form, change):
-        services.dead_letter_update_document(dead_letter=obj, document=form.cleaned_data["document"])
+        if "document" in form.cleaned_data:  # only those who may see the document can change it
+            services.dead_letter_update_document(dead_letter=obj, document=form.cleaned_data["document"])
 
     @admin.action(description="Export the selected records again")
     def retry_export(self, request, queryset):
@@ -149,8 +195,18 @@ class DeadLetterAdmin(admin.ModelAdmin):
             self.message_user(request, "Nothing to retry: the selected records were already exported.")
 
 
+def installed_exporter_choices(current: str = "") -> list[tuple[str, str]]:
+    """The exporter classes this installation configures (TELEMETRY_EXPORTERS), and the row's own."""
+    backends = {config["BACKEND"] for config in settings.TELEMETRY_EXPORTERS.values()}
+    if current:
+        backends.add(current)
+    return [(path, f"{path.rsplit('.', 1)[-1]} ({path.rsplit('.', 1)[0]})") for path in sorted(backends)]
+
+
 class ExporterSettingForm(forms.ModelForm):
     """Secrets are write-only: never rendered back; left blank on change, the stored one stays."""
+
+    backend = forms.ChoiceField(help_text="One of the installed exporters.")
 
     password = forms.CharField(
         required=False,
@@ -183,6 +239,11 @@ class ExporterSettingForm(forms.ModelForm):
             "flush_interval",
         )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_secrets = bool(self.instance.password_encrypted or self.instance.api_key_encrypted)
+        self.fields["backend"].choices = installed_exporter_choices(self.instance.backend)
+
     def secret_changes(self) -> dict:
         if self.cleaned_data.get("clear_secrets"):
             return {"password": "", "api_key": ""}
@@ -208,6 +269,7 @@ class ExporterSettingForm(forms.ModelForm):
 @admin.register(ExporterSetting)
 class ExporterSettingAdmin(admin.ModelAdmin):
     form = ExporterSettingForm
+    change_form_template = "admin/telemetry/exportersetting/change_form.html"
     list_display = ("name", "enabled", "backend", "url", "index_or_table", "batch_size", "has_secret", "updated_at")
     list_filter = ("enabled",)
     readonly_fields = ("updated_at",)
@@ -228,13 +290,50 @@ class ExporterSettingAdmin(admin.ModelAdmin):
         }
         changes |= {"flush_interval": form.cleaned_data["flush_interval"], **form.secret_changes()}
         services.exporter_setting_update(setting=obj, **changes)
+        cleared = not (obj.password_encrypted or obj.api_key_encrypted)
+        if form.initial_secrets and cleared and not form.cleaned_data.get("clear_secrets"):
+            self.message_user(
+                request,
+                "The URL changed, so the stored password and API key were removed: enter them for the new URL.",
+                messages.WARNING,
+            )
+
+    def get_urls(self):
+        info = (self.opts.app_label, self.opts.model_name)
+        test_url = path(
+            "<path:object_id>/test-connection/",
+            self.admin_site.admin_view(self.test_connection_view),
+            name="{}_{}_test_connection".format(*info),
+        )
+        return [test_url, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            info = (self.opts.app_label, self.opts.model_name)
+            context["test_connection_url"] = reverse("admin:{}_{}_test_connection".format(*info), args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @method_decorator(require_POST)
+    def test_connection_view(self, request, object_id):
+        """The edit page's button: tests the saved settings, never the unsaved form (see the template)."""
+        setting = self.get_object(request, object_id)
+        if setting is None or not self.has_change_permission(request, setting):
+            raise PermissionDenied
+        self._report_connection(request, setting)
+        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(reverse("admin:{}_{}_change".format(*info), args=[setting.pk]))
 
     @admin.action(description="Test the connection")
     def test_connection(self, request, queryset):
         for setting in queryset:
-            try:
-                found = services.exporter_setting_check(setting=setting)
-            except ExportError as exc:
-                self.message_user(request, f"{setting.name}: cannot connect: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, f"{setting.name}: connected to {found}", messages.SUCCESS)
+            self._report_connection(request, setting)
+
+    def _report_connection(self, request, setting: ExporterSetting) -> None:
+        try:
+            outcome = services.exporter_setting_check(setting=setting)
+        except ExportError as exc:
+            self.message_user(request, f"{setting.name}: cannot connect to {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"{setting.name}: connected to {outcome.found}", messages.SUCCESS)
+        for warning in outcome.warnings:
+            self.message_user(request, f"{setting.name}: {warning}", messages.WARNING)

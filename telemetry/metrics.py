@@ -167,7 +167,7 @@ def observe_request(document: dict) -> None:
 EXPORT_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 TELEMETRY_EXPORT_RECORDS = Counter(
     "telemetry_export_records", "Records handled by an exporter", ["exporter", "outcome"]
-)  # outcome: exported | discarded (the exporter was disabled)
+)  # outcome: exported
 TELEMETRY_EXPORT_FAILURES = Counter(
     "telemetry_export_failures", "Records an export attempt did not store", ["exporter", "kind"]
 )  # kind: transient (retried) | permanent (dead-lettered) | configuration (retried)

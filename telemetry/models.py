@@ -45,6 +45,9 @@ class RequestLog(models.Model):
     class Meta:
         db_table = settings.POSTGRES_LOG_TABLE
         ordering = ["-timestamp"]
+        # Staff see every org's metadata; prompts and replies only with this permission
+        # (superusers have it implicitly; an org's own owners and members always see theirs).
+        permissions = [("view_request_content", "Can see the request and response content of any org")]
         # The dashboards read an org's (or project's, or user's) rows over a time window.
         # The plain timestamp index serves cross-org scans and the admin's newest-first list;
         # a btree rather than a BRIN, because only a btree can hand rows out in order.
@@ -57,6 +60,21 @@ class RequestLog(models.Model):
 
     def __str__(self):
         return f"{self.id} {self.timestamp:%Y-%m-%d %H:%M:%S} {self.org_id}"
+
+
+REQUEST_CONTENT_PERMISSION = "telemetry.view_request_content"
+CONTENT_HIDDEN = "[hidden: needs the telemetry.view_request_content permission]"
+
+
+def document_without_content(document) -> dict:
+    """The request log document with its request and response (streamed chunks included) hidden."""
+    if not isinstance(document, dict):
+        return {}
+    attributes = document.get("attributes")
+    if not isinstance(attributes, dict):
+        return dict(document)
+    hidden = {key: CONTENT_HIDDEN for key in ("request", "response") if key in attributes}
+    return {**document, "attributes": {**attributes, **hidden}}
 
 
 class DeadLetter(models.Model):

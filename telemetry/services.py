@@ -41,7 +41,6 @@ class ExportRetry(Exception):
 class ExportOutcome:
     exported: int = 0
     dead_lettered: int = 0
-    discarded: int = 0
 
 
 # --- Export ------------------------------------------------------------------------
@@ -61,10 +60,21 @@ def batch_export(*, exporter_name: str, documents: list[dict]) -> ExportOutcome:
         selectors.exporter_configs_forget()
         config = selectors.exporter_config(name=exporter_name)
     if config is None or not config.enabled:
-        # Disabling an exporter in the admin means: stop sending to it, queued batches included.
-        logger.warning("telemetry: exporter %s is disabled; %d records not sent to it", exporter_name, len(documents))
-        metrics.TELEMETRY_EXPORT_RECORDS.labels(exporter_name, "discarded").inc(len(documents))
-        return ExportOutcome(discarded=len(documents))
+        # Disabling an exporter stops new batches (enqueue_batch skips it); those already queued
+        # are kept as dead letters, to be exported by a retry once it is enabled again.
+        logger.warning(
+            "telemetry: exporter %s is disabled; %d queued records kept as dead letters", exporter_name, len(documents)
+        )
+        failures = {record_id(document): _disabled_error(exporter_name) for document in documents}
+        try:
+            dead_letters_record(
+                exporter_name=exporter_name,
+                failures=failures,
+                documents={record_id(document): document for document in documents},
+            )
+        except DatabaseError as exc:
+            raise ExportRetry(documents, f"cannot record dead letters: {exc}") from exc
+        return ExportOutcome(dead_lettered=len(failures))
     try:
         exporter = exporters.get(config)
     except ImproperlyConfigured as exc:
@@ -174,10 +184,17 @@ def dead_letter_retry(*, dead_letters: Iterable[DeadLetter]) -> RetryOutcome:
     return RetryOutcome(exported=exported, failed=failed)
 
 
+def _disabled_error(exporter_name: str) -> str:
+    return f"exporter {exporter_name!r} is disabled; retry once it is enabled again"
+
+
 def _export_now(exporter_name: str, documents: list[dict]) -> ExportResult:
+    selectors.exporter_configs_forget()  # a person retrying expects the settings as they are now
     config = selectors.exporter_config(name=exporter_name)
     if config is None:
         return ExportResult.batch_failed(documents, f"no exporter named {exporter_name!r} is configured")
+    if not config.enabled:
+        return ExportResult.batch_failed(documents, _disabled_error(exporter_name))
     try:
         exporter = exporters.get(config)
     except ImproperlyConfigured as exc:
@@ -259,6 +276,7 @@ def exporter_setting_update(*, setting: ExporterSetting, **changes) -> ExporterS
     unknown = set(changes) - _EDITABLE
     if unknown:
         raise ValidationError(f"Not an exporter setting: {', '.join(sorted(unknown))}")
+    changes = exporter_secrets_for_destination(setting=setting, changes=changes)
     for field, value in changes.items():
         if field in ("password", "api_key") and value is None:
             continue
@@ -269,6 +287,40 @@ def exporter_setting_update(*, setting: ExporterSetting, **changes) -> ExporterS
     return setting
 
 
+# Options that say where an exporter connects, besides the row's URL.
+_DESTINATION_OPTIONS = ("url", "hosts", "host", "cloud_id")
+
+
+def exporter_destination_changed(*, setting: ExporterSetting, changes: dict) -> bool:
+    """Whether `changes` point the stored row at another URL or host."""
+    if setting.pk is None:
+        return False
+    stored = ExporterSetting.objects.filter(pk=setting.pk).values("url", "options").first()
+    if stored is None:
+        return False
+    if "url" in changes and (changes["url"] or "") != stored["url"]:
+        return True
+    if "options" in changes:
+        before, after = stored["options"] or {}, changes["options"] or {}
+        return any(before.get(name) != after.get(name) for name in _DESTINATION_OPTIONS)
+    return False
+
+
+def exporter_secrets_for_destination(*, setting: ExporterSetting, changes: dict) -> dict:
+    """`changes` with the stored secrets cleared when the destination changes and they were not re-entered.
+
+    A secret is only ever sent where it was entered for: otherwise whoever may edit the URL but
+    not read the secret could point the exporter at their own server and receive it.
+    """
+    if not exporter_destination_changed(setting=setting, changes=changes):
+        return changes
+    return {
+        **changes,
+        "password": changes.get("password") or "",
+        "api_key": changes.get("api_key") or "",
+    }
+
+
 def exporter_setting_validate(*, setting: ExporterSetting) -> None:
     """ValidationError unless the backend imports and takes these options (nothing is contacted)."""
     try:
@@ -277,13 +329,23 @@ def exporter_setting_validate(*, setting: ExporterSetting) -> None:
         raise ValidationError(str(exc)) from exc
 
 
-def exporter_setting_check(*, setting: ExporterSetting) -> str:
-    """Reach the store with the row's settings; returns what was found, raises ExportError if not."""
+@dataclass(frozen=True)
+class ConnectionCheck:
+    found: str
+    warnings: tuple[str, ...] = ()
+
+
+def exporter_setting_check(*, setting: ExporterSetting) -> ConnectionCheck:
+    """Reach the store with the row's saved settings; raises ExportError naming where and why not."""
     try:
         exporter = build_exporter(selectors.config_from_row(setting))
     except ImproperlyConfigured as exc:
-        raise ExportError(str(exc)) from exc
+        raise ExportError(f"{setting.url or setting.backend}: {exc}") from exc
     try:
-        return exporter.check()
+        try:
+            found = exporter.check()
+        except ExportError as exc:
+            raise ExportError(f"{exporter.location}: {exc}") from exc
+        return ConnectionCheck(found=found, warnings=tuple(exporter.check_warnings()))
     finally:
         exporter.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -9,11 +10,27 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
+from django.conf import settings as django_settings
 
-from proxy import auth, credentials, routing
+from proxy import auth, credentials, crypto, routing
 from proxy.providers.registry import PROVIDERS
 from telemetry import handoff
 from tests.provider_server import ProviderServer
+
+# The suite runs with DATABASE_URL and REDIS_URL set, which the gateway treats as a deployment:
+# it is given what a deployment must have (gateway_project.safety), here and for subprocesses.
+# Settings were read before this file, hence both the environment and the settings object.
+TEST_DEPLOYMENT_ENV = {
+    "SECRET_KEY": "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "GATEWAY_ENCRYPTION_KEY": "dGVzdHMtb25seS1mZXJuZXQta2V5LTAxMjM0NTY3ODk=",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+}
+for _name, _value in TEST_DEPLOYMENT_ENV.items():
+    os.environ.setdefault(_name, _value)
+django_settings.SECRET_KEY = os.environ["SECRET_KEY"]
+django_settings.GATEWAY_ENCRYPTION_KEY = os.environ["GATEWAY_ENCRYPTION_KEY"]
+django_settings.ALLOWED_HOSTS = os.environ["ALLOWED_HOSTS"].split(",")
+crypto._fernet.cache_clear()
 
 
 @pytest.fixture(scope="session")

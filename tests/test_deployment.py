@@ -93,3 +93,125 @@ def test_the_container_runs_uvicorn_as_the_process_docker_stop_signals():
     command = (ROOT / "Dockerfile").read_text().split("CMD", 1)[1]
     assert "&& exec uvicorn " in command
     assert "--timeout-graceful-shutdown" in command
+# --- A deployment refuses development defaults; a local run makes its own ----------------
+
+SAFE = {
+    "SECRET_KEY": "a-deployment-secret-key-0123456789-abcdefghijklmnop",
+    "GATEWAY_ENCRYPTION_KEY": "ZGVwbG95bWVudC1mZXJuZXQta2V5LTAxMjM0NTY3ODk=",
+    "ALLOWED_HOSTS": "gateway.example.com",
+}
+SETTINGS_VARIABLES = (
+    "SECRET_KEY",
+    "GATEWAY_ENCRYPTION_KEY",
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ELASTICSEARCH_URL",
+    "ENABLE_ELASTICSEARCH",
+    "HOST",
+)
+
+
+def run_gateway_python(args: list[str], tmp_path: Path, **variables) -> subprocess.CompletedProcess:
+    """`python <args>` in a fresh environment: none of this run's settings, only `variables`."""
+    environment = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
+    environment |= {"GATEWAY_VAR_DIR": str(tmp_path / "var"), "CELERY_BROKER_URL": "memory://"} | variables
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def manage_check(tmp_path: Path, **variables) -> subprocess.CompletedProcess:
+    return run_gateway_python(["manage.py", "check"], tmp_path, **variables)
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'deployed.sqlite3'}"
+
+
+def test_a_fresh_local_run_needs_no_settings_and_keeps_its_own_secret_key(tmp_path):
+    first = manage_check(tmp_path)
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "var" / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) >= 50
+    assert manage_check(tmp_path).returncode == 0
+    assert key_file.read_text().strip() == key
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        {"DATABASE_URL": "<sqlite>"},
+        {"REDIS_URL": "redis://127.0.0.1:6379/15"},
+        {"ELASTICSEARCH_URL": "http://127.0.0.1:9"},
+        {"HOST": "0.0.0.0"},
+    ],
+)
+def test_a_deployment_on_development_defaults_refuses_to_start(tmp_path, deployment):
+    deployment = {name: sqlite_url(tmp_path) if value == "<sqlite>" else value for name, value in deployment.items()}
+
+    refused = manage_check(tmp_path, **deployment)
+
+    assert refused.returncode != 0
+    for name in ("SECRET_KEY", "GATEWAY_ENCRYPTION_KEY", "ALLOWED_HOSTS"):
+        assert name in refused.stderr, refused.stderr
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    "unsafe",
+    [
+        {"SECRET_KEY": "tollgate-development-secret-key-change-me"},
+        {"SECRET_KEY": "change-me-in-production"},
+        {"SECRET_KEY": "short"},
+        {"GATEWAY_ENCRYPTION_KEY": ""},
+        {"GATEWAY_ENCRYPTION_KEY": "not-a-fernet-key"},
+        {"ALLOWED_HOSTS": ["*"]},
+        {"ALLOWED_HOSTS": ["gateway.example.com", "*"]},
+        {"ALLOWED_HOSTS": []},
+    ],
+)
+def test_each_unsafe_value_is_named(settings, unsafe):
+    from gateway_project import safety
+
+    settings.GATEWAY_DEPLOYED = True
+    for name, value in (SAFE | {"ALLOWED_HOSTS": ["gateway.example.com"]} | unsafe).items():
+        setattr(settings, name, value)
+
+    problems = safety.unsafe_defaults()
+
+    assert len(problems) == 1
+    assert problems[0].startswith(next(iter(unsafe)))
+    settings.GATEWAY_DEPLOYED = False
+    assert safety.unsafe_defaults() == []
+
+
+def test_the_asgi_app_and_the_worker_refuse_to_start_on_defaults(tmp_path):
+    deployment = {"DATABASE_URL": sqlite_url(tmp_path)}
+    web = run_gateway_python(["-c", "import gateway_project.asgi"], tmp_path, **deployment)
+    assert web.returncode != 0
+    assert "Refusing to start" in web.stderr and "SECRET_KEY" in web.stderr
+    assert run_gateway_python(["-c", "import gateway_project.asgi"], tmp_path, **deployment, **SAFE).returncode == 0
+    assert manage_check(tmp_path, **deployment, **SAFE).returncode == 0
+
+    worker = run_gateway_python(
+        ["-m", "celery", "-A", "gateway_project", "worker", "--pool", "solo", "--concurrency", "1"],
+        tmp_path,
+        **deployment,
+    )
+    assert worker.returncode != 0
+    assert "Refusing to start" in worker.stdout + worker.stderr
+
+
+def test_compose_needs_explicit_secrets_and_keeps_elasticsearch_and_kibana_on_loopback():
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    for name in ("SECRET_KEY", "GATEWAY_ENCRYPTION_KEY", "ALLOWED_HOSTS"):
+        assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), name
+        for service in ("web", "worker", "beat"):
+            assert services[service]["environment"][name].startswith("${" + name + ":?"), (service, name)
+    for service in ("elasticsearch", "kibana"):
+        for port in services[service].get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (service, port)

@@ -68,6 +68,15 @@ class Exporter:
         """Reach the store and describe it; raises ExportError when it cannot be used."""
         raise NotImplementedError
 
+    @property
+    def location(self) -> str:
+        """Where this exporter writes (a URL, a database), for messages about it."""
+        return self.name
+
+    def check_warnings(self) -> list[str]:
+        """What a person should know about a store that works, e.g. that it is not the one they expect."""
+        return []
+
     def shutdown(self) -> None:
         """Release connections; called when the exporter is replaced or the process stops."""
 

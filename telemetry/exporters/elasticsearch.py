@@ -325,6 +325,10 @@ class ElasticsearchExporter(Exporter):
         product = version.get("distribution", "elasticsearch")
         return f"{product} {version.get('number', '?')} at {self.url}, indices {self.index}-*"
 
+    @property
+    def location(self) -> str:
+        return self.url
+
     def shutdown(self) -> None:
         self.client.close()
 

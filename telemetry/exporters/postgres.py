@@ -144,6 +144,20 @@ class PostgresExporter(Exporter):
             raise ExportError(f"{type(exc).__name__}: {exc}") from exc
         return f"{connection.vendor} database {connection.settings_dict['NAME']}, table {self.table}"
 
+    @property
+    def location(self) -> str:
+        params = connections[self.database].settings_dict
+        where = f" on {params['HOST']}:{params.get('PORT') or 5432}" if params.get("HOST") else ""
+        return f"{connections[self.database].vendor} database {params['NAME']}{where}, table {self.table}"
+
+    def check_warnings(self) -> list[str]:
+        if connections[self.database].vendor != "sqlite":
+            return []
+        return [
+            "The database is SQLite, not PostgreSQL (the embedded mode without DATABASE_URL): records go "
+            "to its RequestLog table as plain JSON. Set DATABASE_URL to export to PostgreSQL."
+        ]
+
     # --- Writing -----------------------------------------------------------------------
 
     def _write_isolating(self, documents: list[dict], result: ExportResult) -> None:

@@ -121,3 +121,115 @@ def get_superuser():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+
+
+# --- Request content: the org's own people, and staff only with explicit permission -------
+
+QUESTION = "What is the refund window?"
+
+
+def grant(user, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames, content_type__app_label="telemetry"))
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(pk=user.pk)
+
+
+def people(tenancy):
+    from django.contrib.auth import get_user_model
+
+    staff_with_permission = get_user_model().objects.create_user("sam", password="pw", is_staff=True)
+    return {
+        "owner": tenancy.owner,
+        "member": tenancy.member,
+        "outsider": tenancy.outsider,
+        "staff": tenancy.staff,
+        "staff_with_permission": grant(staff_with_permission, "view_request_content"),
+        "superuser": get_user_model().objects.create_superuser("root", "root@example.com", "pw"),
+    }
+
+
+CONTENT_VISIBLE = {
+    "owner": True,
+    "member": True,
+    "outsider": None,  # 404
+    "staff": False,
+    "staff_with_permission": True,
+    "superuser": True,
+}
+
+
+@pytest.mark.parametrize("role", list(CONTENT_VISIBLE))
+def test_log_detail_shows_content_only_to_the_orgs_people_and_permitted_staff(tenancy, traffic, client_for, role):
+    log = acme_log(traffic)
+    response = client_for(people(tenancy)[role]).get(reverse("dashboards:log_detail", args=["acme", log.pk]))
+
+    if CONTENT_VISIBLE[role] is None:
+        assert response.status_code == 404
+        return
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert log.model in text and str(log.input_tokens) in text  # metadata for everyone who sees the org
+    if CONTENT_VISIBLE[role]:
+        assert "refund window" in text
+        assert 'data-testid="content-hidden"' not in text
+    else:
+        assert "refund window" not in text
+        assert "Thirty days" not in text
+        assert 'data-testid="content-hidden"' in text
+
+
+@pytest.mark.parametrize("role", list(CONTENT_VISIBLE))
+def test_explorer_searches_content_only_for_those_who_may_read_it(tenancy, traffic, client_for, role):
+    client = client_for(people(tenancy)[role])
+    response = client.get(reverse("dashboards:logs", args=["acme"]), {"q": "no-such-words-anywhere"})
+
+    if CONTENT_VISIBLE[role] is None:
+        assert response.status_code == 404
+        return
+    assert response.status_code == 200
+    rows = response.context["log_page"].rows
+    if CONTENT_VISIBLE[role]:
+        assert rows == []
+        assert 'name="q"' in response.content.decode()
+    else:
+        # The search is not run at all: its answer would tell what the prompts say.
+        assert rows
+        assert 'name="q"' not in response.content.decode()
+        assert 'data-testid="content-hidden"' in response.content.decode()
+
+
+@pytest.mark.parametrize("role", ["staff", "staff_with_permission", "superuser"])
+def test_admin_request_log_shows_content_only_with_the_permission(tenancy, traffic, client_for, role):
+    user = people(tenancy)[role]
+    if not user.is_superuser:
+        user = grant(user, "view_requestlog", "view_deadletter")
+    log = acme_log(traffic)
+    client = client_for(user)
+
+    page = client.get(reverse("admin:telemetry_requestlog_change", args=[log.pk]))
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert log.pk in text
+    assert ("refund window" in text) is CONTENT_VISIBLE[role]
+
+    from telemetry.models import DeadLetter
+
+    letter = DeadLetter(record_id=log.pk, exporter="elasticsearch", error="refused")
+    letter.document = log.log_data
+    letter.save()
+    page = client.get(reverse("admin:telemetry_deadletter_change", args=[letter.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "refused" in text
+    assert ("refund window" in text) is CONTENT_VISIBLE[role]
+
+
+def test_staff_permission_is_documented(tenancy):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "telemetry.view_request_content" in readme

@@ -12,6 +12,7 @@ from proxy.models import (
     GatewayKey,
     Membership,
     ModelRoute,
+    Organisation,
     PriceOverride,
     ProviderCredential,
     hash_gateway_key,
@@ -238,7 +239,9 @@ def test_provider_credential_needs_a_key_when_added(admin_client, org):
 
 
 def test_blank_key_on_change_keeps_the_stored_key(admin_client, org):
-    credential = services.provider_credential_set(org=org, provider="openai", api_key=PROVIDER_KEY)
+    credential = services.provider_credential_set(
+        org=org, provider="openai", api_key=PROVIDER_KEY, base_url="https://proxy.local/v1"
+    )
 
     response = admin_client.post(
         admin_url("providercredential", "change", credential.pk), {"api_key": "", "base_url": "https://proxy.local/v1"}
@@ -270,3 +273,146 @@ def test_short_provider_keys_are_fully_masked(admin_client, org):
     response = admin_client.get(admin_url("providercredential", "changelist"))
 
     assert "2345" not in response.text
+
+
+# --- Tenant keys: logs and rollups are keyed by slugs, so a slug never changes -----------
+
+CREATED_AT = {"created_at_0": "2026-01-02", "created_at_1": "03:04:05"}
+
+
+def test_an_org_slug_cannot_be_renamed_in_admin(admin_client, org):
+    response = admin_client.post(
+        admin_url("organisation", "change", org.pk),
+        {
+            "slug": "initech",
+            "name": "Acme renamed",
+            **CREATED_AT,
+            "projects-TOTAL_FORMS": "0",
+            "projects-INITIAL_FORMS": "0",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    org.refresh_from_db()
+    assert (org.slug, org.name) == ("acme", "Acme renamed")
+    page = admin_client.get(admin_url("organisation", "change", org.pk))
+    assert 'name="slug"' not in page.text
+    assert 'name="slug"' in admin_client.get(admin_url("organisation", "add")).text
+
+
+def test_a_project_slug_and_org_cannot_be_changed_in_admin(admin_client, org, project, stranger_project):
+    response = admin_client.post(
+        admin_url("project", "change", project.pk),
+        {"org": stranger_project.org.pk, "slug": "renamed", "name": "Web", "content_logging": "full", **CREATED_AT},
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.org, project.slug, project.name) == (org, "web", "Web")
+
+
+def test_a_project_slug_cannot_be_renamed_through_the_org_inline(admin_client, org, project):
+    response = admin_client.post(
+        admin_url("organisation", "change", org.pk),
+        {
+            "name": "Acme",
+            **CREATED_AT,
+            "projects-0-created_at_0": CREATED_AT["created_at_0"],
+            "projects-0-created_at_1": CREATED_AT["created_at_1"],
+            "projects-TOTAL_FORMS": "1",
+            "projects-INITIAL_FORMS": "1",
+            "projects-0-id": project.pk,
+            "projects-0-org": org.pk,
+            "projects-0-slug": "renamed",
+            "projects-0-name": "Web",
+            "projects-0-content_logging": "full",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.slug == "web"
+
+
+def test_models_refuse_to_save_a_changed_slug(org, project):
+    from django.core.exceptions import ValidationError
+
+    from proxy.models import Organisation, Project
+
+    org.slug = "globex"
+    with pytest.raises(ValidationError, match="slug"):
+        org.save()
+    project.slug = "renamed"
+    with pytest.raises(ValidationError, match="slug"):
+        project.save()
+    moved = Project.objects.get(pk=project.pk)
+    moved.org = services.organisation_get_or_create(slug="globex")
+    with pytest.raises(ValidationError, match="organisation"):
+        moved.save()
+    with pytest.raises(ValidationError, match="slug"):
+        Organisation.objects.filter(pk=org.pk).update(slug="globex")
+    assert Organisation.objects.get(pk=org.pk).slug == "acme"
+    assert Project.objects.get(pk=project.pk).slug == "web"
+    # Other fields still change, and a new row may take any free slug.
+    fresh = Organisation.objects.get(pk=org.pk)
+    fresh.name = "Acme Corp"
+    fresh.save()
+    assert Organisation.objects.get(pk=org.pk).name == "Acme Corp"
+
+
+# --- A changed destination drops the secret ----------------------------------------------
+
+
+def test_changing_the_base_url_without_the_key_clears_the_stored_key(admin_client, org):
+    credential = services.provider_credential_set(
+        org=org, provider="openai", api_key=PROVIDER_KEY, base_url="https://llm.internal/v1"
+    )
+
+    response = admin_client.post(
+        admin_url("providercredential", "change", credential.pk),
+        {"api_key": "", "base_url": "https://attacker.example/v1"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    credential.refresh_from_db()
+    assert credential.base_url == "https://attacker.example/v1"
+    assert credential.api_key == ""
+    assert raw_encrypted_column(credential) == ""
+    assert "base URL changed" in response.text
+    assert PROVIDER_KEY not in response.text
+
+
+def test_changing_the_base_url_with_the_key_re_entered_keeps_the_new_key(admin_client, org):
+    credential = services.provider_credential_set(org=org, provider="openai", api_key=PROVIDER_KEY)
+
+    response = admin_client.post(
+        admin_url("providercredential", "change", credential.pk),
+        {"api_key": "sk-for-the-new-host-000000-1111", "base_url": "https://llm.internal/v1"},
+    )
+
+    assert response.status_code == 302
+    credential.refresh_from_db()
+    assert (credential.api_key, credential.base_url) == ("sk-for-the-new-host-000000-1111", "https://llm.internal/v1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_org_base_url_never_receives_the_deployment_key(monkeypatch):
+    from asgiref.sync import async_to_sync
+
+    from proxy.credentials import upstream_credentials
+    from proxy.providers.registry import PROVIDERS
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-deployment-wide-key-0000")
+    org = Organisation.objects.create(slug="cleared", name="Cleared")
+    credential = ProviderCredential(org=org, provider="openai", base_url="https://attacker.example/v1")
+    credential.api_key = ""
+    credential.save()
+
+    api_key, base_url = async_to_sync(upstream_credentials)(org_pk=org.pk, spec=PROVIDERS["openai"], caller_key=None)
+
+    assert (api_key, base_url) == ("", "https://attacker.example/v1")

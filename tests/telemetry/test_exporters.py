@@ -392,3 +392,151 @@ def test_without_ilm_old_daily_indices_are_pruned_past_retention(osmem_clone, tr
     assert sorted(pruned) == ["ai-gateway-metrics-2025.01.01", "ai-gateway-metrics_text-2025.01.01"]
     assert list(es_hits(osmem_clone.url, ids_of([old, recent]))) == [recent["attributes"]["id"]]
     exporter.shutdown()
+
+
+def test_changing_an_exporters_url_without_the_secret_clears_the_stored_secrets(admin_client_logged_in):
+    configure_exporters(es_url="http://127.0.0.1:9")
+    setting = ExporterSetting.objects.get(name="elasticsearch")
+    services.exporter_setting_update(setting=setting, password="hunter2-hunter2", api_key="es-api-key-123456")
+    change_url = reverse("admin:telemetry_exportersetting_change", args=[setting.pk])
+    form = {
+        "enabled": "on",
+        "backend": setting.backend,
+        "url": "http://attacker.example:9200",
+        "index_or_table": setting.index_or_table,
+        "username": "elastic",
+        "password": "",
+        "api_key": "",
+        "options": json.dumps(setting.options),
+        "batch_size": "100",
+        "flush_interval": "1.0",
+    }
+
+    response = admin_client_logged_in.post(change_url, form, follow=True)
+
+    assert response.status_code == 200
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert stored.url == "http://attacker.example:9200"
+    assert (stored.password_encrypted, stored.api_key_encrypted) == ("", "")
+    assert "URL changed" in response.content.decode()
+
+    # Re-entered with the new URL, the secret is kept.
+    response = admin_client_logged_in.post(
+        change_url, form | {"url": "http://127.0.0.1:9201", "password": "new-pass-for-new-host"}, follow=True
+    )
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert (stored.url, stored.password) == ("http://127.0.0.1:9201", "new-pass-for-new-host")
+    # An edit that keeps the URL keeps the secret.
+    admin_client_logged_in.post(change_url, form | {"url": "http://127.0.0.1:9201", "batch_size": "50"})
+    stored = ExporterSetting.objects.get(pk=setting.pk)
+    assert (stored.batch_size, stored.password) == (50, "new-pass-for-new-host")
+
+
+# --- The exporter settings page ----------------------------------------------------------------
+
+
+def exporter_change_form(setting: ExporterSetting, **overrides) -> dict:
+    return {
+        "enabled": "on" if setting.enabled else "",
+        "backend": setting.backend,
+        "url": setting.url,
+        "index_or_table": setting.index_or_table,
+        "username": setting.username,
+        "password": "",
+        "api_key": "",
+        "options": json.dumps(setting.options),
+        "batch_size": str(setting.batch_size),
+        "flush_interval": str(setting.flush_interval),
+    } | overrides
+
+
+def test_the_backend_is_chosen_from_the_installed_exporters(admin_client_logged_in):
+    configure_exporters(es_url="http://127.0.0.1:9")
+    setting = ExporterSetting.objects.get(name="elasticsearch")
+    change_url = reverse("admin:telemetry_exportersetting_change", args=[setting.pk])
+
+    page = admin_client_logged_in.get(change_url).content.decode()
+
+    assert '<select name="backend"' in page
+    for backend in (
+        "telemetry.exporters.elasticsearch.ElasticsearchExporter",
+        "telemetry.exporters.postgres.PostgresExporter",
+    ):
+        assert f'value="{backend}"' in page
+    response = admin_client_logged_in.post(
+        change_url, exporter_change_form(setting, backend="telemetry.exporters.base.Exporter")
+    )
+    assert response.status_code == 200
+    assert "backend" in response.context["adminform"].form.errors
+    assert ExporterSetting.objects.get(pk=setting.pk).backend == setting.backend
+
+
+def test_the_edit_page_tests_the_saved_connection_and_a_failure_names_the_url_and_reason(admin_client_logged_in):
+    configure_exporters(es_url="http://127.0.0.1:9")
+    setting = ExporterSetting.objects.get(name="elasticsearch")
+    change_url = reverse("admin:telemetry_exportersetting_change", args=[setting.pk])
+    test_url = reverse("admin:telemetry_exportersetting_test_connection", args=[setting.pk])
+
+    page = admin_client_logged_in.get(change_url).content.decode()
+    assert f'formaction="{test_url}"' in page
+    assert admin_client_logged_in.get(test_url).status_code == 405
+
+    response = admin_client_logged_in.post(test_url, exporter_change_form(setting, url="http://ignored.example"))
+
+    assert response.status_code == 302 and response["Location"] == change_url
+    messages = [str(message) for message in response.wsgi_request._messages]
+    [message] = messages
+    assert message.startswith("elasticsearch: cannot connect to http://127.0.0.1:9: ")
+    assert len(message) > len("elasticsearch: cannot connect to http://127.0.0.1:9: ") + 5  # the reason
+    assert ExporterSetting.objects.get(pk=setting.pk).url == "http://127.0.0.1:9"
+
+
+@requires_postgres
+def test_the_edit_page_reports_a_working_postgres_connection(admin_client_logged_in):
+    configure_exporters()
+    setting = ExporterSetting.objects.get(name="postgres")
+    test_url = reverse("admin:telemetry_exportersetting_test_connection", args=[setting.pk])
+
+    response = admin_client_logged_in.post(test_url, follow=True)
+
+    assert "postgres: connected to postgresql database" in response.content.decode().lower()
+
+
+@requires_sqlite
+def test_a_postgres_exporter_on_sqlite_says_so(admin_client_logged_in):
+    configure_exporters()
+    setting = ExporterSetting.objects.get(name="postgres")
+    test_url = reverse("admin:telemetry_exportersetting_test_connection", args=[setting.pk])
+
+    response = admin_client_logged_in.post(test_url, follow=True)
+
+    text = response.content.decode().lower()
+    assert "postgres: connected to sqlite database" in text
+    assert "sqlite, not postgresql" in text
+
+
+# --- A disabled exporter keeps what was queued for it -------------------------------------------
+
+
+@requires_postgres
+def test_records_queued_for_an_exporter_that_is_then_disabled_become_dead_letters(direct_exporters):
+    configure_exporters()
+    ExporterSetting.objects.filter(name="postgres").update(enabled=False)
+    selectors.exporter_configs_forget()
+    batch = documents(3)
+
+    outcome = services.batch_export(exporter_name="postgres", documents=batch)
+
+    assert outcome.dead_lettered == 3
+    letters = DeadLetter.objects.filter(exporter="postgres")
+    assert sorted(letters.values_list("record_id", flat=True)) == sorted(ids_of(batch))
+    assert all("disabled" in letter.error for letter in letters)
+    assert not RequestLog.objects.filter(pk__in=ids_of(batch)).exists()
+
+    # Retried while still disabled, they stay; once it is enabled again, they are exported.
+    assert services.dead_letter_retry(dead_letters=letters).failed == 3
+    assert "disabled" in DeadLetter.objects.filter(exporter="postgres").first().error
+    ExporterSetting.objects.filter(name="postgres").update(enabled=True)
+    selectors.exporter_configs_forget()
+    assert services.dead_letter_retry(dead_letters=DeadLetter.objects.filter(exporter="postgres")).exported == 3
+    assert RequestLog.objects.filter(pk__in=ids_of(batch)).count() == 3
