@@ -8,10 +8,16 @@ thread), so this handler skips the hops and keeps everything else: body reading,
 disconnect detection (a client that goes away cancels the view or its stream),
 the middleware chain from PROXY_MIDDLEWARE, Django's exception handling and its
 log line for every error response.
+
+It also keeps each request within limits before the view runs: a body is read
+only up to GATEWAY_MAX_BODY_BYTES and for GATEWAY_BODY_READ_TIMEOUT (see
+proxy/body.py), and past GATEWAY_MAX_CONCURRENT_REQUESTS a request is not read
+at all. The view answers those in the route's own format, with a record.
 """
 
 import asyncio
 import contextlib
+import io
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
@@ -20,8 +26,15 @@ from django.test.utils import override_settings
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
+from proxy.body import declared_length, read_body
+
 
 class ProxyASGIHandler(ASGIHandler):
+    def __init__(self):
+        super().__init__()
+        # Requests of this process being served now, streams included (one event loop per process).
+        self.in_flight = 0
+
     def load_middleware(self, is_async=False):
         # BaseHandler reads settings.MIDDLEWARE; the chain is built once, at start-up.
         with override_settings(MIDDLEWARE=settings.PROXY_MIDDLEWARE):
@@ -42,24 +55,57 @@ class ProxyASGIHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send):
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
+        if self.in_flight >= settings.GATEWAY_MAX_CONCURRENT_REQUESTS:
+            await self.serve(scope, receive, send, over_capacity=True)
             return
+        self.in_flight += 1
+        try:
+            await self.serve(scope, receive, send, over_capacity=False)
+        finally:
+            self.in_flight -= 1
+
+    async def serve(self, scope, receive, send, *, over_capacity):
         set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body_file)
+        # The request is built before its body is read, so its declared size is checked first.
+        request, error_response = self.create_request(scope, None)
         if request is None:
-            body_file.close()
             await self.send_response(error_response, send)
             return
+        unread = None
+        if over_capacity:
+            request.over_capacity = True
+            body = b""
+        else:
+            try:
+                body, unread = await read_body(
+                    receive,
+                    declared=declared_length(request.META),
+                    limit=settings.GATEWAY_MAX_BODY_BYTES,
+                    timeout=settings.GATEWAY_BODY_READ_TIMEOUT,
+                )
+            except RequestAborted:
+                return
+            if unread is not None:
+                request.unread_body = unread
+        request._body = body
+        request._stream = io.BytesIO(body)
+        read_whole = unread is None and not over_capacity
 
         async def respond():
             response = await self.run_get_response(request)
+            if not read_whole:
+                # The rest of the body is still on its way: end the connection rather than drain it.
+                response["connection"] = "close"
             # A client that goes away while the response is being sent cancels the send.
             with contextlib.suppress(asyncio.CancelledError):
                 await self.send_response(response, send)
             return response
 
+        if not read_whole:
+            # Reading stopped mid-body, so the connection has no disconnect to listen for, only more body.
+            response = await respond()
+            response.close()
+            return
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
         responder = asyncio.create_task(respond())
         await asyncio.wait((listener, responder), return_when=asyncio.FIRST_COMPLETED)
@@ -70,4 +116,3 @@ class ProxyASGIHandler(ASGIHandler):
                 await task
         if responder.done() and not responder.cancelled() and responder.exception() is None:
             responder.result().close()
-        body_file.close()

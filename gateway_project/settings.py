@@ -142,6 +142,12 @@ GATEWAY_MAX_BODY_BYTES = _positive(
 )
 # The proxy checks the size itself, so that an oversized body gets a 413 in the provider's format.
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
+# A client gets this long to send its whole body, then a 408: a trickling body holds a slot otherwise.
+GATEWAY_BODY_READ_TIMEOUT = _positive("GATEWAY_BODY_READ_TIMEOUT", env.float("GATEWAY_BODY_READ_TIMEOUT", default=30.0))
+# Requests (streams included) one worker process serves at once; past it, a 503 in the route's format.
+GATEWAY_MAX_CONCURRENT_REQUESTS = _positive(
+    "GATEWAY_MAX_CONCURRENT_REQUESTS", env.int("GATEWAY_MAX_CONCURRENT_REQUESTS", default=1000)
+)
 GATEWAY_DEFAULT_PROVIDER = env.str("GATEWAY_DEFAULT_PROVIDER", default="openai")
 GATEWAY_UPSTREAM_TIMEOUT = _positive("GATEWAY_UPSTREAM_TIMEOUT", env.float("GATEWAY_UPSTREAM_TIMEOUT", default=600.0))
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = _positive(

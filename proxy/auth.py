@@ -119,19 +119,41 @@ async def _project(org_pk: int, slug: str) -> ProjectInfo | None:
     return project
 
 
-def _id_header(headers, name: str, *, max_length: int = _ID_HEADER_MAX_LENGTH) -> str | None:
+def _header_text(headers, name: str) -> str | None:
+    """A header's value as text. Clients send UTF-8; Django hands every header over decoded as latin-1."""
     value = headers.get(name)
-    if value is None or value == "":
+    if not value:
         return None
-    if len(value) > max_length:
+    if not value.isascii():
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid_request(f"The {name} header is not valid UTF-8.", code="invalid_header") from None
+    if not value.isprintable():
+        raise invalid_request(f"The {name} header holds control characters.", code="invalid_header")
+    return value
+
+
+def _id_header(headers, name: str, *, max_length: int = _ID_HEADER_MAX_LENGTH) -> str | None:
+    value = _header_text(headers, name)
+    if value is not None and len(value) > max_length:
         raise invalid_request(f"The {name} header is longer than {max_length} characters.", code="header_too_long")
     return value
+
+
+def _org_header(headers) -> str | None:
+    british, american = _header_text(headers, "x-organisation-id"), _header_text(headers, "x-organization-id")
+    if british and american and british != american:
+        raise invalid_request(
+            "x-organisation-id and x-organization-id name different organisations.", code="conflicting_headers"
+        )
+    return british or american
 
 
 async def attribute(request, grant: KeyGrant) -> Attribution:
     """Check the attribution headers against what the key allows; a header can never widen the key's scope."""
     headers = request.headers
-    org_header = headers.get("x-organisation-id") or headers.get("x-organization-id")
+    org_header = _org_header(headers)
     if org_header and org_header != grant.org_slug:
         raise GatewayError(
             f"This key does not belong to organisation {org_header!r}.", kind="permission", code="org_forbidden"

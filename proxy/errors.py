@@ -23,8 +23,10 @@ _KINDS = {
     "permission": (403, "permission_error", "permission_error"),
     "not_found": (404, "invalid_request_error", "not_found_error"),
     "method_not_allowed": (405, "invalid_request_error", "invalid_request_error"),
+    "request_timeout": (408, "invalid_request_error", "timeout_error"),
     "request_too_large": (413, "invalid_request_error", "request_too_large"),
     "bad_gateway": (502, "api_error", "api_error"),
+    "overloaded": (503, "server_error", "overloaded_error"),
     "gateway_timeout": (504, "timeout_error", "timeout_error"),
     "internal": (500, "api_error", "api_error"),
 }

@@ -80,22 +80,45 @@ def chat_request_to_messages(body: dict, *, upstream_model: str) -> dict:
     if json_instruction:
         system.append(json_instruction)
 
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
-    request: dict[str, Any] = {"model": upstream_model, "max_tokens": max_tokens, "messages": turns}
+    request: dict[str, Any] = {"model": upstream_model, "max_tokens": _max_tokens(body), "messages": turns}
     if system:
         request["system"] = "\n\n".join(system)
     for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            request[name] = body[name]
+        value = body.get(name)
+        if value is not None:
+            if not _is_number(value):
+                raise TranslationError(f"{name} must be a number", param=name)
+            request[name] = value
     stop_sequences = _stop_sequences(body.get("stop"))
     if stop_sequences:
         request["stop_sequences"] = stop_sequences
     if "stream" in body:
-        request["stream"] = bool(body["stream"])
-    if isinstance(body.get("user"), str) and body["user"]:
-        request["metadata"] = {"user_id": body["user"]}
+        stream = body["stream"]
+        if stream is not None and not isinstance(stream, bool):
+            raise TranslationError("stream must be a boolean", param="stream")
+        request["stream"] = bool(stream)
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise TranslationError("user must be a string", param="user")
+    if user:
+        request["metadata"] = {"user_id": user}
     request.update(_tool_settings(body))
     return request
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _max_tokens(body: dict) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TranslationError(f"{name} must be a positive integer", param=name)
+        return value
+    return DEFAULT_MAX_TOKENS
 
 
 def _conversation(messages: list) -> tuple[list[str], list[dict]]:
@@ -108,6 +131,8 @@ def _conversation(messages: list) -> tuple[list[str], list[dict]]:
         if not isinstance(message, dict):
             raise TranslationError("each message must be an object", param=where)
         role = message.get("role")
+        if not isinstance(role, str):
+            raise TranslationError("each message needs a role", param=f"{where}.role")
         if role in ("system", "developer"):
             text = _plain_text(message.get("content"), where)
             if text:
@@ -152,8 +177,17 @@ def _plain_text(content: Any, where: str) -> str:
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text":
             raise TranslationError("only text parts are supported here", param=f"{where}.content[{j}]")
-        texts.append(part.get("text") or "")
+        texts.append(_text(part, "text", f"{where}.content[{j}]"))
     return "\n\n".join(text for text in texts if text)
+
+
+def _text(part: dict, name: str, where: str) -> str:
+    text = part.get(name)
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise TranslationError(f"{name} must be a string", param=f"{where}.{name}")
+    return text
 
 
 def _content_blocks(content: Any, where: str) -> list[dict]:
@@ -168,9 +202,12 @@ def _content_blocks(content: Any, where: str) -> list[dict]:
         part_where = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks.extend(_text_block(part.get("text"), part.get("cache_control")))
+            cache_control = part.get("cache_control")
+            if cache_control is not None and not isinstance(cache_control, dict):
+                raise TranslationError("cache_control must be an object", param=f"{part_where}.cache_control")
+            blocks.extend(_text_block(_text(part, "text", part_where), cache_control))
         elif kind == "refusal":
-            blocks.extend(_text_block(part.get("refusal")))
+            blocks.extend(_text_block(_text(part, "refusal", part_where)))
         elif kind == "image_url":
             blocks.append(_image_block(part, part_where))
         else:
@@ -178,9 +215,9 @@ def _content_blocks(content: Any, where: str) -> list[dict]:
     return blocks
 
 
-def _text_block(text: Any, cache_control: Any = None) -> list[dict]:
+def _text_block(text: str, cache_control: dict | None = None) -> list[dict]:
     # Anthropic rejects empty and whitespace-only text blocks, and they carry no meaning.
-    if not isinstance(text, str) or not text.strip():
+    if not text.strip():
         return []
     block = {"type": "text", "text": text}
     if cache_control:
@@ -209,14 +246,15 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
         raise TranslationError("tool_calls must be a list", param=f"{where}.tool_calls")
     for j, call in enumerate(tool_calls):
         call_where = f"{where}.tool_calls[{j}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function" or not call.get("id"):
+        call_id = call.get("id") if isinstance(call, dict) else None
+        if not isinstance(call_id, str) or not call_id or call.get("type", "function") != "function":
             raise TranslationError("tool calls must be function calls with an id", param=call_where)
         blocks.append(_tool_use_block(call["id"], call.get("function"), f"{call_where}.function"))
     return blocks
 
 
 def _tool_use_block(call_id: str, function: Any, where: str) -> dict:
-    if not isinstance(function, dict) or not function.get("name"):
+    if not isinstance(function, dict) or not _is_name(function.get("name")):
         raise TranslationError("a function call needs a name", param=where)
     arguments = _parse_arguments(function.get("arguments"), f"{where}.arguments")
     return {"type": "tool_use", "id": call_id, "name": function["name"], "input": arguments}
@@ -228,6 +266,8 @@ def _parse_arguments(arguments: Any, where: str) -> dict:
     # Models emit "" for functions without parameters.
     if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
         return {}
+    if not isinstance(arguments, str):
+        raise TranslationError("function arguments must be a JSON string", param=where)
     try:
         parsed = orjson.loads(arguments)
     except orjson.JSONDecodeError as exc:
@@ -250,11 +290,26 @@ def _tool_result(tool_call_id: Any, content: Any, where: str) -> dict:
 def _json_instruction(response_format: Any) -> str | None:
     # Anthropic has no JSON mode. A system instruction keeps the answer in `message.content`, where the
     # client expects it; forcing a tool call would enforce the schema but change the response shape.
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise TranslationError("response_format must be an object", param="response_format")
+    kind = response_format.get("type")
+    if kind not in (None, "text", "json_object", "json_schema"):
+        raise TranslationError(
+            "response_format.type must be text, json_object or json_schema", param="response_format.type"
+        )
     if kind == "json_object":
         return "Respond only with a single valid JSON object, with no other text before or after it."
     if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
+        if not isinstance(json_schema, dict) or not isinstance(schema, dict | None):
+            raise TranslationError(
+                "response_format.json_schema must be an object whose schema is an object",
+                param="response_format.json_schema",
+            )
+        schema = schema or {}
         return (
             "Respond only with a single valid JSON object, with no other text before or after it. "
             f"It must conform to this JSON Schema: {orjson.dumps(schema).decode()}"
@@ -299,14 +354,23 @@ def _tools(tools: Any) -> list[dict]:
     converted = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
-        if not isinstance(function, dict) or not function.get("name"):
+        if not isinstance(function, dict) or not _is_name(function.get("name")):
             raise TranslationError("only function tools with a name are supported", param=f"tools[{i}]")
+        description, parameters = function.get("description"), function.get("parameters")
+        if not isinstance(description, str | None) or not isinstance(parameters, dict | None):
+            raise TranslationError(
+                "a tool's description must be a string, its parameters an object", param=f"tools[{i}]"
+            )
         spec = {"name": function["name"]}
-        if function.get("description"):
-            spec["description"] = function["description"]
-        spec["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+        if description:
+            spec["description"] = description
+        spec["input_schema"] = parameters or {"type": "object", "properties": {}}
         converted.append(spec)
     return converted
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _tool_choice(choice: Any) -> dict | None:
@@ -315,7 +379,7 @@ def _tool_choice(choice: Any) -> dict | None:
     if isinstance(choice, str) and choice in TOOL_CHOICES:
         return dict(TOOL_CHOICES[choice])
     function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
-    if isinstance(function, dict) and function.get("name"):
+    if isinstance(function, dict) and _is_name(function.get("name")):
         return {"type": "tool", "name": function["name"]}
     raise TranslationError("tool_choice must be auto, required, none or a named function", param="tool_choice")
 

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from proxy import views
 
@@ -9,4 +9,6 @@ urlpatterns = [
     path("responses", views.ResponsesView.as_view(), name="responses"),
     path("models", views.ModelsView.as_view(), name="models"),
     path("messages", views.MessagesView.as_view(), name="messages"),
+    # Last, so it is only tried for paths that match no route.
+    re_path(r"", views.UnknownPathView.as_view(), name="unknown-path"),
 ]

@@ -6,6 +6,7 @@ handed to the telemetry pipeline when the response (or its stream) ends.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import lru_cache
 
@@ -18,6 +19,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from proxy import auth, streaming
+from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
 from proxy.credentials import upstream_credentials
 from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
 from proxy.providers.base import PASSTHROUGH_RESPONSE_HEADER_PREFIXES, adapter_for, shared_client, upstream_failure
@@ -42,6 +44,35 @@ class GatewayKeyAuthentication:
         return await auth.authenticate_key(plaintext)
 
 
+# Headers passed on to providers, whose HTTP client sends ASCII only; (META key, header name).
+_FORWARDED_HEADERS = (
+    ("HTTP_OPENAI_BETA", "openai-beta"),
+    ("HTTP_ANTHROPIC_BETA", "anthropic-beta"),
+    ("HTTP_ANTHROPIC_VERSION", "anthropic-version"),
+    ("HTTP_X_PROVIDER_API_KEY", "x-provider-api-key"),
+)
+# What a browser may send when the preflight does not say (the SDKs' own headers included).
+_CORS_DEFAULT_HEADERS = (
+    "authorization, content-type, x-api-key, anthropic-version, anthropic-beta, openai-beta, "
+    "x-provider, x-provider-api-key, x-organisation-id, x-organization-id, x-project-id, x-user-id, "
+    "x-experiment-id, x-thread-id, traceparent"
+)
+_CORS_MAX_AGE = "86400"
+
+
+def _check_forwarded_headers(meta: dict) -> None:
+    for key, name in _FORWARDED_HEADERS:
+        value = meta.get(key)
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise invalid_request(f"The {name} header must be printable ASCII.", code="invalid_header")
+
+
+def _preflight_headers(requested: str | None) -> str:
+    if requested and len(requested) <= 4096 and requested.isascii() and requested.isprintable():
+        return requested
+    return _CORS_DEFAULT_HEADERS
+
+
 class ProxyView(APIView):
     """Async dispatch without the REST framework's sync `initial()`, which would cost a thread hop per request."""
 
@@ -62,20 +93,37 @@ class ProxyView(APIView):
         record.trace_id, record.span_id, self.upstream_traceparent = trace_context(request.headers.get("traceparent"))
         self.record = record
         try:
-            handler = getattr(self, request.method.lower(), None)
-            if handler is None or request.method.lower() not in self.http_method_names:
+            if getattr(request, "over_capacity", False):
                 raise GatewayError(
-                    f"{request.method} is not allowed here.", kind="method_not_allowed", code="method_not_allowed"
+                    "The gateway is serving as many requests as it may; retry shortly.",
+                    kind="overloaded",
+                    code="gateway_overloaded",
                 )
-            response = await handler(request, *args, **kwargs)
+            response = await self.handler_for(request)(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
         response["x-request-id"] = record.id
+        if "HTTP_ORIGIN" in request.META:
+            # Keys travel in headers, never cookies, so any origin may call and read the answer.
+            response["access-control-allow-origin"] = "*"
+            response["access-control-expose-headers"] = "*"
         if not response.streaming:
             record.response_size = len(response.content)
             record.finish(response.status_code)
             pipeline.submit(record)
         return response
+
+    def handler_for(self, request):
+        method = request.method.lower()
+        handler = getattr(self, method, None) if method in self.http_method_names else None
+        if handler is None:
+            raise GatewayError(
+                f"{request.method} is not allowed here.", kind="method_not_allowed", code="method_not_allowed"
+            )
+        return handler
+
+    def allowed_methods(self) -> str:
+        return ", ".join(self._allowed_methods())
 
     def handle_exception(self, exc):
         response = api_settings.EXCEPTION_HANDLER(exc, {"view": self, "request": self.request})
@@ -83,6 +131,25 @@ class ProxyView(APIView):
         record = self.record
         record.error_type = error.code
         record.response_body = response.content
+        if not record.request_body:
+            # Refused before its body was looked at: the record keeps the size only.
+            unread = getattr(self.request, "unread_body", None)
+            record.request_size = unread.size if unread is not None else len(self.request.body)
+        if error.kind == "method_not_allowed":
+            response["allow"] = self.allowed_methods()
+        return response
+
+    async def options(self, request, *args, **kwargs):
+        """A CORS preflight: what a browser may send here."""
+        allowed = self.allowed_methods()
+        response = HttpResponse(status=204)
+        response["allow"] = allowed
+        response["access-control-allow-origin"] = "*"
+        response["access-control-allow-methods"] = allowed
+        response["access-control-allow-headers"] = _preflight_headers(
+            request.META.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+        )
+        response["access-control-max-age"] = _CORS_MAX_AGE
         return response
 
     # --- Steps shared by the routes ---------------------------------------------
@@ -99,22 +166,37 @@ class ProxyView(APIView):
             record.project_id = attribution.project.slug
             record.project_name = attribution.project.name
         record.content_logging = attribution.content_logging
+        _check_forwarded_headers(request.META)
         return attribution
 
-    def read_json_body(self, request) -> dict:
-        declared = request.headers.get("content-length")
+    def read_body(self, request) -> bytes:
+        """The body, once the caller is known; one the handler could not read whole is refused here."""
+        unread = getattr(request, "unread_body", None)
+        if unread is None:
+            body = request.body
+            if len(body) <= settings.GATEWAY_MAX_BODY_BYTES:
+                self.record.request_body = body
+                return body
+            # Only a handler that reads bodies without a limit (Django's own) gets here.
+            unread = UnreadBody(TOO_LARGE, len(body), body[:PREFIX_BYTES])
+        raise self.unread_body_error(unread)
+
+    def unread_body_error(self, unread: UnreadBody) -> GatewayError:
+        record = self.record
+        record.request_size = unread.size
+        if record.content_logging != "metadata":
+            record.request_body = unread.prefix
+        if unread.reason == TIMED_OUT:
+            timeout = settings.GATEWAY_BODY_READ_TIMEOUT
+            return GatewayError(
+                f"The request body did not arrive within {timeout:g} seconds.",
+                kind="request_timeout",
+                code="request_timeout",
+            )
         limit = settings.GATEWAY_MAX_BODY_BYTES
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise GatewayError(
-                f"The request body is larger than {limit} bytes.", kind="request_too_large", code="request_too_large"
-            )
-        body = request.body
-        self.record.request_body = body if len(body) <= limit else body[:limit]
-        if len(body) > limit:
-            raise GatewayError(
-                f"The request body is larger than {limit} bytes.", kind="request_too_large", code="request_too_large"
-            )
-        return body
+        return GatewayError(
+            f"The request body is larger than {limit} bytes.", kind="request_too_large", code="request_too_large"
+        )
 
     def parse_payload(self, body: bytes) -> dict:
         try:
@@ -128,7 +210,11 @@ class ProxyView(APIView):
         if not isinstance(model, str) or not model:
             raise invalid_request("You must provide a model parameter.", code="missing_model", param="model")
         self.record.model = model
-        self.record.stream = payload.get("stream") is True
+        stream = payload.get("stream")
+        if stream is not None and stream is not True and stream is not False:
+            # The gateway relays a stream differently from a single answer, so it has to know which it gets.
+            raise invalid_request("stream must be a boolean.", code="invalid_type", param="stream")
+        self.record.stream = stream is True
         return payload
 
     async def route(self, request, model: str) -> Route:
@@ -218,7 +304,10 @@ class ProxyView(APIView):
         if not isinstance(parsed, dict):
             raise self.malformed_upstream(upstream)
         if to_chat:
-            parsed = messages_response_to_chat(parsed, model=self.record.model)
+            try:
+                parsed = messages_response_to_chat(parsed, model=self.record.model)
+            except (AttributeError, KeyError, TypeError):
+                raise self.malformed_upstream(upstream) from None
             body = orjson.dumps(parsed)
         self.record.response_json = parsed
         return self.client_response(upstream, body, content_type="application/json")
@@ -277,8 +366,8 @@ class OpenAIRouteView(ProxyView):
     streams_usage_on_request = False
 
     async def post(self, request):
-        body = self.read_json_body(request)
         attribution = await self.authenticate(request)
+        body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
         adapter = await self.adapter(request, route, attribution)
@@ -350,8 +439,8 @@ class MessagesView(ProxyView):
     endpoint = "messages"
 
     async def post(self, request):
-        body = self.read_json_body(request)
         attribution = await self.authenticate(request)
+        body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
         if route.provider.dialect is not Dialect.ANTHROPIC:
@@ -391,3 +480,20 @@ class ModelsView(ProxyView):
             raise self.malformed_upstream(upstream)
         self.record.response_json = parsed
         return json_response(parsed, status=upstream.status_code)
+
+
+class UnknownPathView(ProxyView):
+    """Any other path under /v1/: a 404 in the format of the route family the path belongs to."""
+
+    @property
+    def error_format(self) -> ErrorFormat:
+        return ErrorFormat.ANTHROPIC if self.request.path.startswith("/v1/messages") else ErrorFormat.OPENAI
+
+    def handler_for(self, request):
+        return self.not_found
+
+    async def not_found(self, request, *args, **kwargs):
+        # A good key books the 404 to its org, where the caller can see it; without one it is a 404 all the same.
+        with contextlib.suppress(GatewayError):
+            await self.authenticate(request)
+        raise GatewayError(f"Unknown path: {request.method} {request.path}.", kind="not_found", code="unknown_path")

@@ -54,6 +54,8 @@ class RequestRecord:
     upstream_model: str | None = None
     stream: bool = False
     request_body: bytes = b""
+    # Set when `request_body` is not the whole body (a rejected one keeps a prefix at most).
+    request_size: int | None = None
     request_json: dict | None = None
     response_body: bytes | None = None
     response_json: dict | None = None
@@ -172,7 +174,7 @@ class RequestRecord:
                     "status": "error" if failed else "success",
                     "path": self.path,
                     "method": self.method,
-                    "request_size": len(self.request_body),
+                    "request_size": len(self.request_body) if self.request_size is None else self.request_size,
                     "response_size": self.response_size,
                     "provider_latency": _ms(self.provider_latency_ms),
                     "status_code": self.status_code,

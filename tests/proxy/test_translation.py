@@ -782,3 +782,91 @@ def test_error_event_is_kept_for_the_caller():
         "param": None,
         "code": "overloaded",
     }
+
+
+# Mistyped fields: a TranslationError naming the field, never a TypeError or AttributeError
+
+
+HI = [{"role": "user", "content": "Hi"}]
+FUNCTION = {"type": "function", "function": {"name": "f"}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": "{}"}}, "response_format.json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": []}}, "response_format.json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": "x"}}}, "response_format.json_schema"),
+        ({"response_format": "json_object"}, "response_format"),
+        ({"response_format": {"type": 5}}, "response_format.type"),
+        ({"max_tokens": "100"}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": 1.5}, "max_completion_tokens"),
+        ({"stop": 5}, "stop"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_p": [1]}, "top_p"),
+        ({"stream": "yes"}, "stream"),
+        ({"tools": "f"}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": 5}}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "{}"}}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]}, "tools[0]"),
+        ({"tools": [FUNCTION], "tool_choice": {"type": "function", "function": {"name": 5}}}, "tool_choice"),
+        ({"functions": {"name": "f"}}, "tools"),
+        ({"user": 5}, "user"),
+    ],
+)
+def test_mistyped_fields_are_rejected_with_their_name(fields, param):
+    with pytest.raises(TranslationError) as raised:
+        translate(HI, **fields)
+    assert raised.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": "system", "content": [{"type": "text", "text": 5}]}, "messages[0].content[0].text"),
+        ({"role": "system", "content": 5}, "messages[0].content"),
+        ({"role": "user", "content": 5}, "messages[0].content"),
+        ({"role": "user", "content": {"type": "text", "text": "hi"}}, "messages[0].content"),
+        ({"role": "user", "content": [{"type": "text", "text": ["hi"]}]}, "messages[0].content[0].text"),
+        (
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": "x"}]},
+            "messages[0].content[0].cache_control",
+        ),
+        ({"role": "user", "content": ["hi"]}, "messages[0].content[0].type"),
+        ({"role": "user", "content": [{"type": "refusal", "refusal": 5}]}, "messages[0].content[0].refusal"),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]},
+            "messages[0].content[0].image_url",
+        ),
+        ({"role": ["user"], "content": "hi"}, "messages[0].role"),
+        ({"role": "assistant", "tool_calls": {"id": "c"}}, "messages[0].tool_calls"),
+        (
+            {"role": "assistant", "tool_calls": [{"id": 5, "type": "function", "function": {"name": "f"}}]},
+            "messages[0].tool_calls[0]",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": ["f"]}}]},
+            "messages[0].tool_calls[0].function",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": 5}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        ({"role": "tool", "tool_call_id": 5, "content": "x"}, "messages[0].tool_call_id"),
+        ({"role": "tool", "tool_call_id": "c", "content": {"a": 1}}, "messages[0].content"),
+        ({"role": "assistant", "function_call": {"name": 5}}, "messages[0].function_call"),
+    ],
+)
+def test_mistyped_messages_are_rejected_with_their_path(message, param):
+    with pytest.raises(TranslationError) as raised:
+        translate([message, *HI])
+    assert raised.value.param == param
+
+
+def test_messages_not_a_list_is_rejected():
+    for messages in ({"role": "user", "content": "hi"}, 5, None):
+        with pytest.raises(TranslationError) as raised:
+            chat_request_to_messages({"model": "claude", "messages": messages}, upstream_model=UPSTREAM)
+        assert raised.value.param == "messages"
