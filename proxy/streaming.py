@@ -111,7 +111,7 @@ def stream_error_event(error_format: ErrorFormat, message: str) -> bytes:
     return b"data: " + orjson.dumps({"error": {"message": message, "type": "api_error", "code": None}}) + b"\n\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamLimits:
     max_bytes: int
     total: float
@@ -141,9 +141,9 @@ class StreamCut(Exception):
 _STREAM_ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
 
 
-def decodable(upstream: httpx.Response) -> bool:
-    """Whether the relay can decode the stream's content-encoding (the gateway asks for none)."""
-    encoding = upstream.headers.get("content-encoding", "").strip().lower()
+def decodable(encoding: str | None) -> bool:
+    """Whether the relay can decode a stream's content-encoding (the gateway asks for none)."""
+    encoding = (encoding or "").strip().lower()
     return encoding in _STREAM_ENCODINGS or encoding == "deflate"
 
 
@@ -154,13 +154,14 @@ class UpstreamBytes:
     of its own; it cancels only a read in progress, never the client's side of the stream.
     """
 
-    def __init__(self, upstream: httpx.Response, limits: StreamLimits):
+    def __init__(self, upstream: httpx.Response, limits: StreamLimits, encoding: str | None = None):
         self.upstream = upstream
         self.limits = limits
         self.chunks = aiter(upstream.stream)
-        encoding = upstream.headers.get("content-encoding", "").strip().lower()
-        wbits = _STREAM_ENCODINGS.get(encoding, zlib.MAX_WBITS)
-        self.decoder = zlib.decompressobj(wbits) if wbits is not None else None
+        self.decoder = None
+        if encoding:
+            wbits = _STREAM_ENCODINGS.get(encoding.strip().lower(), zlib.MAX_WBITS)
+            self.decoder = zlib.decompressobj(wbits) if wbits is not None else None
         self.received = 0
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
@@ -261,12 +262,16 @@ async def relay(
     transform: Callable[[bytes, RequestRecord], bytes | None],
     error_format: ErrorFormat,
     limits: StreamLimits,
+    encoding: str | None = None,
     on_finish: Callable[[RequestRecord], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield the client's stream. Always closes the upstream response and hands the record off, whatever happens."""
+    """Yield the client's stream. Always closes the upstream response and hands the record off, whatever happens.
+
+    `encoding` is the stream's content-encoding, if the provider compressed it even so.
+    """
     record.stream_events = []
     record.stream_dialect = transform.dialect
-    body = UpstreamBytes(upstream, limits)
+    body = UpstreamBytes(upstream, limits, encoding)
     ended = False
     events: list[bytes] = []
     pending = b""

@@ -300,7 +300,8 @@ class ProxyView(APIView):
             return self.upstream_error(
                 upstream, body, translate_to_chat=isinstance(transform, streaming.AnthropicToChatChunks)
             )
-        if "text/event-stream" not in upstream.headers.get("content-type", "") or not streaming.decodable(upstream):
+        encoding = upstream.headers.get("content-encoding")
+        if "text/event-stream" not in upstream.headers.get("content-type", "") or not streaming.decodable(encoding):
             await upstream.aclose()
             raise self.malformed_upstream(upstream)
         response = StreamingHttpResponse(
@@ -310,6 +311,7 @@ class ProxyView(APIView):
                 transform=transform,
                 error_format=self.error_format,
                 limits=streaming.StreamLimits.from_settings(),
+                encoding=encoding,
             ),
             content_type="text/event-stream",
         )
