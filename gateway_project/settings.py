@@ -157,6 +157,19 @@ GATEWAY_UPSTREAM_MAX_CONNECTIONS = _positive(
     "GATEWAY_UPSTREAM_MAX_CONNECTIONS", env.int("GATEWAY_UPSTREAM_MAX_CONNECTIONS", default=512)
 )
 GATEWAY_STREAM_CAPTURE_MAX_BYTES = env.int("GATEWAY_STREAM_CAPTURE_MAX_BYTES", default=1024 * 1024)
+# Decompressed bytes of one provider answer, streamed or not: a gzip bomb must not become the caller's problem.
+GATEWAY_MAX_RESPONSE_BYTES = _positive(
+    "GATEWAY_MAX_RESPONSE_BYTES", env.int("GATEWAY_MAX_RESPONSE_BYTES", default=50 * 1024 * 1024)
+)
+# A stream's total time, and the longest silence between its chunks, before the gateway ends it.
+GATEWAY_STREAM_TIMEOUT = _positive("GATEWAY_STREAM_TIMEOUT", env.float("GATEWAY_STREAM_TIMEOUT", default=1800.0))
+GATEWAY_STREAM_IDLE_TIMEOUT = _positive(
+    "GATEWAY_STREAM_IDLE_TIMEOUT", env.float("GATEWAY_STREAM_IDLE_TIMEOUT", default=300.0)
+)
+# How long to keep reading a finished stream whose client left, for the usage it is billed by (0: never).
+GATEWAY_STREAM_USAGE_GRACE = env.float("GATEWAY_STREAM_USAGE_GRACE", default=5.0)
+if GATEWAY_STREAM_USAGE_GRACE < 0:
+    raise ImproperlyConfigured(f"GATEWAY_STREAM_USAGE_GRACE must not be negative, got {GATEWAY_STREAM_USAGE_GRACE!r}")
 GATEWAY_KEY_CACHE_SECONDS = _positive("GATEWAY_KEY_CACHE_SECONDS", env.float("GATEWAY_KEY_CACHE_SECONDS", default=30.0))
 GATEWAY_USER_ID_MAX_LENGTH = env.int("GATEWAY_USER_ID_MAX_LENGTH", default=256)
 GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")

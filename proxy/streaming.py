@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import httpx
 import orjson
+from django.conf import settings
 
 from proxy.errors import ErrorFormat
 from proxy.providers.base import upstream_failure
@@ -108,24 +111,178 @@ def stream_error_event(error_format: ErrorFormat, message: str) -> bytes:
     return b"data: " + orjson.dumps({"error": {"message": message, "type": "api_error", "code": None}}) + b"\n\n"
 
 
+@dataclass(slots=True)
+class StreamLimits:
+    max_bytes: int
+    total: float
+    idle: float
+    usage_grace: float
+
+    @classmethod
+    def from_settings(cls) -> StreamLimits:
+        return cls(
+            max_bytes=settings.GATEWAY_MAX_RESPONSE_BYTES,
+            total=settings.GATEWAY_STREAM_TIMEOUT,
+            idle=settings.GATEWAY_STREAM_IDLE_TIMEOUT,
+            usage_grace=settings.GATEWAY_STREAM_USAGE_GRACE,
+        )
+
+
+class StreamCut(Exception):
+    """The gateway ends the stream itself; `code` goes to the record, `message` to the client and the record."""
+
+    def __init__(self, code: str, message: str, *, provider_error_type: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.provider_error_type = provider_error_type or code
+
+
+_STREAM_ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
+
+
+def decodable(encoding: str | None) -> bool:
+    """Whether the relay can decode a stream's content-encoding (the gateway asks for none)."""
+    encoding = (encoding or "").strip().lower()
+    return encoding in _STREAM_ENCODINGS or encoding == "deflate"
+
+
+class UpstreamBytes:
+    """The provider's stream body, decoded, counted against the size cap and watched for deadline and silence.
+
+    The watchdog is one timer that checks lazily, so a chunk costs a clock read and two stores, not a timer
+    of its own; it cancels only a read in progress, never the client's side of the stream.
+    """
+
+    def __init__(self, upstream: httpx.Response, limits: StreamLimits, encoding: str | None = None):
+        self.upstream = upstream
+        self.limits = limits
+        self.chunks = aiter(upstream.stream)
+        self.decoder = None
+        if encoding:
+            wbits = _STREAM_ENCODINGS.get(encoding.strip().lower(), zlib.MAX_WBITS)
+            self.decoder = zlib.decompressobj(wbits) if wbits is not None else None
+        self.received = 0
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.deadline = self.loop.time() + limits.total
+        self.read_started: float | None = None
+        self.cut: StreamCut | None = None
+        self.timer = self.loop.call_at(min(self.deadline, self.loop.time() + limits.idle), self._check)
+
+    async def next(self) -> bytes | None:
+        """The next piece of the body, or None at its end. Raises StreamCut or httpx.HTTPError."""
+        if self.cut is not None:
+            raise self.cut
+        self.read_started = self.loop.time()
+        try:
+            piece = await anext(self.chunks)
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if self.cut is None or self.task is None:
+                raise
+            self.task.uncancel()  # our own watchdog's cancel, not the client's
+            raise self.cut from None
+        finally:
+            self.read_started = None
+        if self.decoder is not None:
+            piece = self.decoder.decompress(piece)
+        self.received += len(piece)
+        if self.received > self.limits.max_bytes:
+            raise StreamCut(
+                "upstream_response_too_large",
+                f"The provider's stream grew past the gateway's limit of {self.limits.max_bytes} bytes "
+                "(GATEWAY_MAX_RESPONSE_BYTES).",
+                provider_error_type="response_too_large",
+            )
+        return piece
+
+    def restart(self) -> None:
+        """Read on after the client has gone: the earlier iteration may have died with the client's task."""
+        self.chunks = aiter(self.upstream.stream)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        limits = self.limits
+        if now >= self.deadline:
+            self.cut = StreamCut(
+                "upstream_stream_timeout",
+                f"The provider's stream ran longer than the gateway's limit of {limits.total:g} s "
+                "(GATEWAY_STREAM_TIMEOUT).",
+            )
+        elif self.read_started is not None and now - self.read_started >= limits.idle:
+            self.cut = StreamCut(
+                "upstream_stream_idle_timeout",
+                f"The provider's stream sent nothing for {limits.idle:g} s (GATEWAY_STREAM_IDLE_TIMEOUT).",
+            )
+        if self.cut is None:
+            quiet_since = self.read_started if self.read_started is not None else now
+            self.timer = self.loop.call_at(min(self.deadline, quiet_since + limits.idle), self._check)
+        elif self.read_started is not None and self.task is not None:
+            self.task.cancel()
+        # Otherwise the stream is between reads (the client is being sent data): the next read stops.
+
+    def stop(self) -> None:
+        self.timer.cancel()
+
+
+def _finished_without_usage(events: list[bytes]) -> bool:
+    """Whether the last events relayed end the answer (finish_reason) but carry no usage, which comes next."""
+    for event in reversed(events):
+        _, data = parse_sse_event(event)
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("usage"):
+            return False
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            return True
+    return False
+
+
+def _transform_all(events: list[bytes], transform, record: RequestRecord) -> bytes:
+    if len(events) == 1:
+        return transform(events[0], record) or b""
+    return b"".join(filter(None, [transform(event, record) for event in events]))
+
+
+# Reads that bill a client who left after the last word; held here so they are not garbage-collected.
+_usage_reads: set[asyncio.Task] = set()
+
+
 async def relay(
     upstream: httpx.Response,
     *,
     record: RequestRecord,
     transform: Callable[[bytes, RequestRecord], bytes | None],
     error_format: ErrorFormat,
+    limits: StreamLimits,
+    encoding: str | None = None,
     on_finish: Callable[[RequestRecord], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield the client's stream. Always closes the upstream response and hands the record off, whatever happens."""
+    """Yield the client's stream. Always closes the upstream response and hands the record off, whatever happens.
+
+    `encoding` is the stream's content-encoding, if the provider compressed it even so.
+    """
     record.stream_events = []
     record.stream_dialect = transform.dialect
+    body = UpstreamBytes(upstream, limits, encoding)
     ended = False
+    events: list[bytes] = []
+    pending = b""
     try:
-        pending = b""
-        async for piece in upstream.aiter_raw():
-            events, pending = split_events(pending + piece)
-            for event in events:
-                out = transform(event, record)
+        while (piece := await body.next()) is not None:
+            batch, pending = split_events(pending + piece)
+            if batch:
+                # A whole batch is transformed before anything is sent, so a client leaving mid-batch
+                # cannot leave events unrecorded.
+                events = batch
+                out = _transform_all(batch, transform, record)
                 if out:
                     record.mark_first_byte()
                     yield out
@@ -141,18 +298,68 @@ async def relay(
         failure = upstream_failure(exc)
         record.error_type = "upstream_stream_interrupted"
         record.provider_error_type = failure.code
+        record.error_message = failure.message
         ended = True
         transform.finish(record)
         yield stream_error_event(error_format, "The provider's stream ended unexpectedly.")
+    except StreamCut as cut:
+        record.error_type = cut.code
+        record.provider_error_type = cut.provider_error_type
+        record.error_message = cut.message
+        ended = True
+        transform.finish(record)
+        yield stream_error_event(error_format, cut.message)
     except (asyncio.CancelledError, GeneratorExit):
         record.client_disconnected = True
         raise
     finally:
+        body.stop()
+        record.upstream_bytes = body.received
+        read_on = not ended and limits.usage_grace > 0 and _finished_without_usage(events)
         if not ended:
             record.client_disconnected = True
-            transform.finish(record)  # keeps the usage seen so far
-        await upstream.aclose()
+        if read_on:
+            # The client has its answer; the usage chunk that follows is what the request is billed by.
+            record.finish(200)
+            task = asyncio.get_running_loop().create_task(
+                _read_usage_after_hangup(body, pending, record=record, transform=transform, on_finish=on_finish)
+            )
+            _usage_reads.add(task)
+            task.add_done_callback(_usage_reads.discard)
+        else:
+            if not ended:
+                transform.finish(record)  # keeps the usage seen so far
+            await upstream.aclose()
+            if on_finish is not None:
+                on_finish(record)
+            record.finish(200)
+            pipeline.submit(record)
+
+
+async def _read_usage_after_hangup(
+    body: UpstreamBytes,
+    pending: bytes,
+    *,
+    record: RequestRecord,
+    transform,
+    on_finish: Callable[[RequestRecord], None] | None,
+) -> None:
+    """Keep reading a finished answer's stream, for at most GATEWAY_STREAM_USAGE_GRACE, to record its usage."""
+    body.restart()
+    body.task = None  # nothing left to cancel: the time limit below bounds this read
+    try:
+        async with asyncio.timeout(body.limits.usage_grace):
+            while (piece := await body.next()) is not None:
+                batch, pending = split_events(pending + piece)
+                for event in batch:
+                    transform(event, record)
+    except (TimeoutError, httpx.HTTPError, StreamCut):
+        pass  # no usage: the record's usage is estimated when it is built
+    finally:
+        record.upstream_bytes = body.received
+        transform.finish(record)
+        await body.upstream.aclose()
+        body.stop()
         if on_finish is not None:
             on_finish(record)
-        record.finish(200)
         pipeline.submit(record)

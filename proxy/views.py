@@ -7,6 +7,7 @@ handed to the telemetry pipeline when the response (or its stream) ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from functools import lru_cache
 
@@ -22,7 +23,15 @@ from proxy import auth, streaming
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
 from proxy.credentials import upstream_credentials
 from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
-from proxy.providers.base import PASSTHROUGH_RESPONSE_HEADER_PREFIXES, adapter_for, shared_client, upstream_failure
+from proxy.providers.base import (
+    ProviderAdapter,
+    adapter_for,
+    display_host,
+    passed_back,
+    points_at_gateway,
+    shared_client,
+    upstream_failure,
+)
 from proxy.providers.registry import PROVIDERS, Dialect
 from proxy.routing import Route, choose_route
 from proxy.tracing import trace_context
@@ -34,6 +43,8 @@ from proxy.translation import (
 )
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayKeyAuthentication:
@@ -234,22 +245,81 @@ class ProxyView(APIView):
     # --- Talking to the provider -----------------------------------------------
 
     async def send(self, adapter, *, method: str, url: str, content: bytes | None, stream: bool) -> httpx.Response:
+        """The provider's response with its headers read; the body is read by `read_body` or the stream relay."""
+        self.refuse_to_call_ourselves(adapter)
         client = shared_client()
         headers = adapter.headers(self.request.headers, traceparent=self.upstream_traceparent)
+        if stream:
+            # Compressing a stream only delays its events; an upstream that still does is decoded by the relay.
+            headers["accept-encoding"] = "identity"
         timeout = _timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
         upstream_request = client.build_request(method, _url(url), content=content, headers=headers, timeout=timeout)
-        started = time.perf_counter()
+        self.upstream_adapter = adapter
+        self.upstream_started = started = time.perf_counter()
         try:
-            upstream = await client.send(upstream_request, stream=stream)
+            # Always as a stream: a body is read under GATEWAY_MAX_RESPONSE_BYTES, never whole by httpx.
+            upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             self.record.provider_latency_ms = (time.perf_counter() - started) * 1000.0
-            failure = upstream_failure(exc)
-            self.record.provider_error_type = failure.code
-            raise failure from None
+            raise self.transport_failure(exc) from None
         self.record.provider_latency_ms = (time.perf_counter() - started) * 1000.0
         self.record.provider_status_code = upstream.status_code
         self.record.provider_request_id = upstream.headers.get("x-request-id") or upstream.headers.get("request-id")
         return upstream
+
+    def refuse_to_call_ourselves(self, adapter: ProviderAdapter) -> None:
+        """A base URL that is the gateway's own address would loop (a shell's OPENAI_BASE_URL, meant for an SDK)."""
+        meta = self.request.META
+        server_port = meta.get("SERVER_PORT")
+        server = (meta.get("SERVER_NAME", ""), int(server_port)) if server_port and server_port.isdigit() else None
+        if not points_at_gateway(adapter.base_url, server=server, host_header=meta.get("HTTP_HOST")):
+            return
+        spec = adapter.spec
+        self.record.provider_error_type = "upstream_is_gateway"
+        message = (
+            f"The base URL of provider {spec.name!r} ({display_host(adapter.base_url)}) is this gateway's own "
+            f"address, so the request would come straight back here. Point {spec.env_prefix}_BASE_URL (or the "
+            f"org's {spec.label} credential) at the provider itself; a shell that exported {spec.env_prefix}_BASE_URL "
+            "for an SDK is the usual cause."
+        )
+        self.record.error_message = message
+        logger.warning("Refused to forward request %s to the gateway itself: %s", self.record.id, message)
+        raise GatewayError(message, kind="bad_gateway", code="upstream_is_gateway")
+
+    def transport_failure(self, exc: httpx.HTTPError) -> GatewayError:
+        adapter = self.upstream_adapter
+        failure = upstream_failure(exc, provider=adapter.spec.name, base_url=adapter.base_url)
+        self.record.provider_error_type = failure.code
+        self.record.error_message = failure.message
+        logger.warning("Request %s: %s", self.record.id, failure.message)
+        return failure
+
+    async def read_body(self, upstream: httpx.Response) -> bytes:
+        """The whole body, decompressed, but never more than GATEWAY_MAX_RESPONSE_BYTES of it (gzip bombs)."""
+        limit = settings.GATEWAY_MAX_RESPONSE_BYTES
+        chunks = []
+        size = 0
+        try:
+            async for chunk in upstream.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self.response_too_large(limit)
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self.transport_failure(exc) from None
+        finally:
+            await upstream.aclose()
+        self.record.provider_latency_ms = (time.perf_counter() - self.upstream_started) * 1000.0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def response_too_large(self, limit: int) -> GatewayError:
+        record = self.record
+        record.provider_error_type = "response_too_large"
+        record.error_message = (
+            f"The provider's response is larger than the gateway's limit of {limit} bytes "
+            "(GATEWAY_MAX_RESPONSE_BYTES, counted after decompression)."
+        )
+        return GatewayError(record.error_message, kind="bad_gateway", code="upstream_response_too_large")
 
     def client_response(
         self, upstream: httpx.Response, body: bytes, *, content_type: str | None = None
@@ -264,7 +334,7 @@ class ProxyView(APIView):
 
     def copy_provider_headers(self, upstream: httpx.Response, response: HttpResponse) -> None:
         for name, value in upstream.headers.items():
-            if name.startswith(PASSTHROUGH_RESPONSE_HEADER_PREFIXES) or name == "request-id":
+            if passed_back(name):
                 response[name] = value
 
     def upstream_error(self, upstream: httpx.Response, body: bytes, *, translate_to_chat: bool = False) -> HttpResponse:
@@ -297,7 +367,7 @@ class ProxyView(APIView):
 
     async def forward_json(self, adapter, *, url: str, content: bytes, to_chat: bool = False) -> HttpResponse:
         upstream = await self.send(adapter, method="POST", url=url, content=content, stream=False)
-        body = upstream.content
+        body = await self.read_body(upstream)
         if upstream.status_code >= 400:
             return self.upstream_error(upstream, body, translate_to_chat=to_chat)
         parsed = _json_or_none(body)
@@ -315,15 +385,23 @@ class ProxyView(APIView):
     async def forward_stream(self, adapter, *, url: str, content: bytes, transform) -> HttpResponse:
         upstream = await self.send(adapter, method="POST", url=url, content=content, stream=True)
         if upstream.status_code >= 400:
-            body = await _read_and_close(upstream)
+            body = await self.read_body(upstream)
             return self.upstream_error(
                 upstream, body, translate_to_chat=isinstance(transform, streaming.AnthropicToChatChunks)
             )
-        if "text/event-stream" not in upstream.headers.get("content-type", ""):
+        encoding = upstream.headers.get("content-encoding")
+        if "text/event-stream" not in upstream.headers.get("content-type", "") or not streaming.decodable(encoding):
             await upstream.aclose()
             raise self.malformed_upstream(upstream)
         response = StreamingHttpResponse(
-            streaming.relay(upstream, record=self.record, transform=transform, error_format=self.error_format),
+            streaming.relay(
+                upstream,
+                record=self.record,
+                transform=transform,
+                error_format=self.error_format,
+                limits=streaming.StreamLimits.from_settings(),
+                encoding=encoding,
+            ),
             content_type="text/event-stream",
         )
         response["cache-control"] = "no-cache"
@@ -348,15 +426,6 @@ def _json_or_none(body: bytes):
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
-
-
-async def _read_and_close(upstream: httpx.Response) -> bytes:
-    try:
-        return await upstream.aread()
-    except httpx.HTTPError:
-        return b""
-    finally:
-        await upstream.aclose()
 
 
 class OpenAIRouteView(ProxyView):
@@ -473,9 +542,10 @@ class ModelsView(ProxyView):
         self.record.provider = provider_name
         adapter = await self.adapter(request, route, attribution)
         upstream = await self.send(adapter, method="GET", url=adapter.url("models", None), content=None, stream=False)
+        body = await self.read_body(upstream)
         if upstream.status_code >= 400:
-            return self.upstream_error(upstream, upstream.content)
-        parsed = _json_or_none(upstream.content)
+            return self.upstream_error(upstream, body)
+        parsed = _json_or_none(body)
         if not isinstance(parsed, dict):
             raise self.malformed_upstream(upstream)
         self.record.response_json = parsed

@@ -24,6 +24,12 @@ _RAW_TEXT_LIMIT = 4096
 
 # Request keys whose values are message content; dropped under metadata-only logging.
 _CONTENT_KEYS = frozenset({"messages", "input", "prompt", "system", "instructions", "tools", "functions"})
+# Where text is, in requests and (accumulated) responses of both protocols; used only to estimate usage.
+_PROMPT_KEYS = ("messages", "prompt", "input", "system", "instructions")
+_TEXT_KEYS = ("content", "text", "arguments", "partial_json", "thinking", "refusal", "delta", "function", "tool_calls")
+_ANSWER_KEYS = ("choices", "content", "output")
+# A common rule of thumb for English text with GPT and Claude tokenizers.
+_CHARS_PER_TOKEN = 4
 
 
 def new_record_id() -> str:
@@ -63,6 +69,8 @@ class RequestRecord:
     stream_events: list[bytes] | None = None
     stream_captured_bytes: int = 0
     stream_truncated: bool = False
+    # Decoded bytes read from the provider's stream, so an estimate can allow for a truncated capture.
+    upstream_bytes: int = 0
     client_disconnected: bool = False
     response_size: int = 0
     # Outcome
@@ -71,6 +79,8 @@ class RequestRecord:
     error_type: str | None = None
     provider_error_type: str | None = None
     provider_request_id: str | None = None
+    # What went wrong, in words, where the gateway itself ended the request or stream.
+    error_message: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     ttfb_ms: float | None = None
@@ -108,6 +118,7 @@ class RequestRecord:
 
         request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
         streamed: list[dict] | None = None
+        usage_estimated = False
         if self.stream_events is not None:
             streamed, response, usage, provider_request_id = accumulate_stream(self.stream_dialect, self.stream_events)
             if self.input_tokens is None and usage:
@@ -115,6 +126,12 @@ class RequestRecord:
             self.provider_request_id = self.provider_request_id or provider_request_id
             if self.response_body is not None:  # an error body sent instead of a stream
                 response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
+            elif self.input_tokens is None:
+                # The stream ended before its usage (the client left, the provider cut it): bill an estimate.
+                estimated = self._estimated_usage(request, response)
+                if estimated is not None:
+                    self.input_tokens, self.output_tokens = estimated
+                    usage_estimated = True
         else:
             response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
             if self.input_tokens is None and isinstance(response, dict):
@@ -189,9 +206,36 @@ class RequestRecord:
                     "streamed_data_truncated": self.stream_truncated,
                     "client_disconnected": self.client_disconnected,
                     "content_redacted": redacted,
+                    "usage_estimated": usage_estimated,
+                    "error_message": self.error_message,
                 },
             },
         }
+
+    def _estimated_usage(self, request, response) -> tuple[int, int] | None:
+        prompt_chars = sum(_text_chars(request.get(key)) for key in _PROMPT_KEYS) if isinstance(request, dict) else 0
+        answer_chars = sum(_text_chars(response.get(key)) for key in _ANSWER_KEYS) if isinstance(response, dict) else 0
+        if self.stream_truncated and self.stream_captured_bytes:
+            # Only part of the stream was kept: scale up by the share of it that was.
+            captured = self.stream_captured_bytes
+            answer_chars = answer_chars * max(self.upstream_bytes, captured) // captured
+        if not prompt_chars and not answer_chars:
+            return None
+        return _tokens_for(prompt_chars), _tokens_for(answer_chars)
+
+
+def _text_chars(value) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_text_chars(value[key]) for key in _TEXT_KEYS if key in value)
+    return 0
+
+
+def _tokens_for(chars: int) -> int:
+    return -(-chars // _CHARS_PER_TOKEN)
 
 
 def _ms(value: float | None) -> int | None:

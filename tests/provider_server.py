@@ -19,6 +19,16 @@ The request's ``model`` picks the behaviour, so a test only has to choose a mode
     chunks-<n>        answer with n content pieces, streamed as n chunks
     slowstream-<ms>   wait that long before each content piece (without a stream: in total before answering)
     die-midstream     stream 3 content pieces, then close the connection (without a stream: close it at once)
+    endless-<ms>      stream a content piece every <ms> milliseconds, forever
+    stall-<seconds>   stream 3 content pieces, then go quiet for that long before the rest
+    lateusage-<ms>    send the stream's usage chunk that long after the chunk with finish_reason
+    bloat-<kib>       pad the answer's text with <kib> KiB of spaces, spread over its pieces
+    cookie            answer normally with a Set-Cookie header
+    orgheaders        answer normally with the deployment's openai-organization and openai-project
+                      headers, a rate-limit header and a Set-Cookie, as api.openai.com does
+
+A ``gzip-`` prefix on any of these sends the answer gzip-encoded (``gzip-bloat-20480``: a small body
+on the wire, 20 MiB once decompressed); streams are compressed event by event.
 
 Any other model answers at once with 20 pieces, ``"tok0 tok1 ... tok19 "``. Usage is rough but
 consistent: prompt tokens are the request's text characters // 4 + 1, completion tokens the number of
@@ -31,6 +41,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -38,6 +49,7 @@ import os
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -136,9 +148,23 @@ class _Behaviour:
     pieces: int = DEFAULT_PIECES
     piece_delay: float = 0.0
     die: bool = False
+    endless: bool = False
+    stall: float = 0.0
+    usage_delay: float = 0.0
+    pad: int = 0
+    gzip: bool = False
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 NORMAL = _Behaviour()
+# What api.openai.com adds to every answer; the first two name the deployment's own OpenAI account.
+OPENAI_ACCOUNT_HEADERS = (
+    ("openai-organization", "org-deployment-account"),
+    ("openai-project", "proj_deployment_account"),
+    ("openai-processing-ms", "12"),
+    ("openai-version", "2020-10-01"),
+    ("x-ratelimit-remaining-requests", "9999"),
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -148,6 +174,12 @@ def _behaviour(model: str) -> _Behaviour:
     A `claude-` prefix is ignored, so a switch also reaches the Anthropic route (`claude-slow-3`).
     """
     model = model.removeprefix("claude-")
+    if model.startswith("gzip-"):
+        return dataclasses.replace(_behaviour(model.removeprefix("gzip-")), gzip=True)
+    if model == "cookie":
+        return _Behaviour(extra_headers=(("set-cookie", "upstream_session=s3cr3t; Path=/"),))
+    if model == "orgheaders":
+        return _Behaviour(extra_headers=(*OPENAI_ACCOUNT_HEADERS, ("set-cookie", "__cf_bm=abc123; Path=/")))
     if model == "malformed":
         return _Behaviour(malformed=True)
     if model == "die-midstream":
@@ -162,14 +194,26 @@ def _behaviour(model: str) -> _Behaviour:
             return _Behaviour(pieces=max(int(argument), 0))
         if switch == "slowstream":
             return _Behaviour(piece_delay=float(argument) / 1000)
+        if switch == "endless":
+            return _Behaviour(endless=True, piece_delay=max(float(argument), 1.0) / 1000)
+        if switch == "stall":
+            return _Behaviour(stall=float(argument))
+        if switch == "lateusage":
+            return _Behaviour(usage_delay=float(argument) / 1000)
+        if switch == "bloat":
+            return _Behaviour(pad=int(argument) * 1024 // DEFAULT_PIECES)
     except ValueError:
         pass
     return NORMAL
 
 
 @functools.lru_cache(maxsize=256)
-def _text_pieces(count: int) -> tuple[str, ...]:
-    return tuple(f"tok{i} " for i in range(count))
+def _text_pieces(count: int, pad: int = 0) -> tuple[str, ...]:
+    return tuple(f"tok{i} " + " " * pad for i in range(count))
+
+
+def _pieces(behaviour: _Behaviour) -> tuple[str, ...]:
+    return _text_pieces(behaviour.pieces, behaviour.pad)
 
 
 def _hex() -> str:
@@ -189,6 +233,10 @@ def _text_chars(value: Any) -> int:
 
 def _tokens(chars: int) -> int:
     return chars // 4 + 1
+
+
+def _gzipped(body: bytes) -> bytes:
+    return zlib.compress(body, 9, wbits=16 + zlib.MAX_WBITS)
 
 
 def _json_response(payload: Any, headers: dict[str, str], status: int = 200) -> web.Response:
@@ -231,30 +279,50 @@ class _Call:
     behaviour: _Behaviour
     headers: dict[str, str]
     response: web.StreamResponse | None = None
+    compressor: Any = None
 
     def json(self, payload: Any) -> web.Response:
-        return _json_response(payload, self.headers)
+        if not self.behaviour.gzip:
+            return _json_response(payload, self.headers)
+        body = _gzipped(orjson.dumps(payload))
+        headers = {**self.headers, "Content-Encoding": "gzip"}
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def open_stream(self) -> None:
-        self.response = web.StreamResponse(headers={**SSE_HEADERS, **self.headers})
+        headers = {**SSE_HEADERS, **self.headers}
+        if self.behaviour.gzip:
+            headers["Content-Encoding"] = "gzip"
+            self.compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.response = web.StreamResponse(headers=headers)
         await self.response.prepare(self.request)
 
     async def send(self, data: bytes) -> None:
         assert self.response is not None
+        if self.compressor is not None:
+            # A sync flush per event, so each one reaches the client as soon as it is written.
+            data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
         await self.response.write(data)
 
     async def send_pieces(self, pieces: Sequence[str], render: Callable[[str], Iterable[bytes]]) -> None:
-        """Stream the content pieces, honouring slowstream and die-midstream."""
-        delay, die = self.behaviour.piece_delay, self.behaviour.die
-        for sent, piece in enumerate(pieces, start=1):
+        """Stream the content pieces, honouring slowstream, endless, stall and die-midstream."""
+        delay, die, stall = self.behaviour.piece_delay, self.behaviour.die, self.behaviour.stall
+        sequence: Iterable[str] = itertools.cycle(pieces) if self.behaviour.endless else pieces
+        for sent, piece in enumerate(sequence, start=1):
             if delay:
                 await asyncio.sleep(delay)
             for data in render(piece):
                 await self.send(data)
             if die and sent == DIE_AFTER_PIECES:
                 self.hang_up()
+            if stall and sent == DIE_AFTER_PIECES:
+                await asyncio.sleep(stall)
         if die:
             self.hang_up()
+
+    async def send_usage(self, data: bytes) -> None:
+        if self.behaviour.usage_delay:
+            await asyncio.sleep(self.behaviour.usage_delay)
+        await self.send(data)
 
     def hang_up(self) -> None:
         # Closing the transport mid-body leaves the client with an unfinished chunked message,
@@ -284,7 +352,9 @@ def _endpoint(dialect: str, known_fields: frozenset[str]) -> Callable[[_Answer],
             headers["x-echo-extra-fields"] = ",".join(sorted(body.keys() - known_fields))
             model = body.get("model")
             model = model if isinstance(model, str) else ""
-            call = _Call(request, record, body, model, _behaviour(model), headers)
+            behaviour = _behaviour(model)
+            headers.update(behaviour.extra_headers)
+            call = _Call(request, record, body, model, behaviour, headers)
             try:
                 return await _apply_behaviour(call, dialect, answer)
             except _Invalid as exc:
@@ -339,7 +409,7 @@ def _choice_count(body: dict[str, Any]) -> int:
 
 
 def _answer_pieces(call: _Call, json_mode: bool) -> tuple[str, ...]:
-    return JSON_ANSWER_PIECES if json_mode else _text_pieces(call.behaviour.pieces)
+    return JSON_ANSWER_PIECES if json_mode else _pieces(call.behaviour)
 
 
 def _is_json_format(value: Any) -> bool:
@@ -454,7 +524,7 @@ async def _stream_chat(
     for data in chunk({}, finish_reason):
         await call.send(data)
     if include_usage:
-        await call.send(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+        await call.send_usage(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
     await call.send(DONE)
     return call.response  # type: ignore[return-value]
 
@@ -467,7 +537,7 @@ async def completions(call: _Call) -> web.StreamResponse:
     body = call.body
     _require(body, "model")
     n = _choice_count(body)
-    pieces = _text_pieces(call.behaviour.pieces)
+    pieces = _pieces(call.behaviour)
     prompt_tokens = _tokens(_text_chars(body.get("prompt")))
     completion_tokens = len(pieces) * n
     usage = {
@@ -496,7 +566,7 @@ async def completions(call: _Call) -> web.StreamResponse:
     for data in chunk("", "stop"):
         await call.send(data)
     if include_usage:
-        await call.send(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+        await call.send_usage(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
     await call.send(DONE)
     return call.response  # type: ignore[return-value]
 
@@ -668,7 +738,7 @@ async def messages(call: _Call) -> web.StreamResponse:
     _require(body, "model", "messages", "max_tokens", dialect=ANTHROPIC)
     input_tokens = _tokens(_text_chars(body["messages"]) + _text_chars(body.get("system")))
     tool = _wants_anthropic_tool(body)
-    pieces = _text_pieces(call.behaviour.pieces)
+    pieces = _pieces(call.behaviour)
     output_tokens = _tokens(len(TOOL_ARGUMENTS)) if tool else len(pieces)
     message_id = "msg_" + _hex()
     if body.get("stream"):

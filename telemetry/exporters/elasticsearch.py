@@ -112,6 +112,8 @@ class Metadata(InnerDoc):
     streamed_data_truncated = Boolean()
     client_disconnected = Boolean()
     content_redacted = Boolean()
+    usage_estimated = Boolean()
+    error_message = Text()
 
 
 class Attributes(InnerDoc):
