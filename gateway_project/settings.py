@@ -98,6 +98,8 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# Admin shows times with their zone ("Dec 1, 2026, 11:20 UTC"); see gateway_project/formats/.
+FORMAT_MODULE_PATH = ["gateway_project.formats"]
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -147,6 +149,14 @@ GATEWAY_UPSTREAM_MAX_CONNECTIONS = _positive(
 )
 GATEWAY_STREAM_CAPTURE_MAX_BYTES = env.int("GATEWAY_STREAM_CAPTURE_MAX_BYTES", default=1024 * 1024)
 GATEWAY_KEY_CACHE_SECONDS = _positive("GATEWAY_KEY_CACHE_SECONDS", env.float("GATEWAY_KEY_CACHE_SECONDS", default=30.0))
+# Unknown keys remembered for a few seconds, in a cache of their own so that a flood of them never evicts valid keys.
+GATEWAY_KEY_NEGATIVE_CACHE_MAX = _positive(
+    "GATEWAY_KEY_NEGATIVE_CACHE_MAX", env.int("GATEWAY_KEY_NEGATIVE_CACHE_MAX", default=10_000)
+)
+# A key's last-used time is written at most this often (seconds), off the request path.
+GATEWAY_KEY_LAST_USED_INTERVAL = _positive(
+    "GATEWAY_KEY_LAST_USED_INTERVAL", env.float("GATEWAY_KEY_LAST_USED_INTERVAL", default=60.0)
+)
 GATEWAY_USER_ID_MAX_LENGTH = env.int("GATEWAY_USER_ID_MAX_LENGTH", default=256)
 GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")
 # Fernet key for provider credentials at rest; derived from SECRET_KEY when unset.

@@ -46,6 +46,7 @@ class RequestRecord:
     experiment_id: str | None = None
     thread_id: str | None = None
     content_logging: str = "full"
+    gateway_key_id: int | None = None  # the key's database id, never the key
     trace_id: str | None = None
     span_id: str | None = None
     # What: the routed provider and the model the client asked for.
@@ -187,6 +188,7 @@ class RequestRecord:
                     "streamed_data_truncated": self.stream_truncated,
                     "client_disconnected": self.client_disconnected,
                     "content_redacted": redacted,
+                    "gateway_key_id": self.gateway_key_id,
                 },
             },
         }
