@@ -18,13 +18,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from functools import cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "tollgate:cache-invalidation"
 EVERYTHING = "*"
 _RECONNECT_DELAY_SECONDS = 1.0
 
@@ -46,12 +46,18 @@ def announce(topic: str, value: str = "") -> None:
     transaction.on_commit(lambda: _announce_now(topic, value))
 
 
+def channel() -> str:
+    # Per Redis database, so that deployments sharing one Redis server keep to themselves.
+    database = urlsplit(settings.REDIS_URL).path.strip("/") or "0"
+    return f"tollgate:{database}:cache-invalidation"
+
+
 def _announce_now(topic: str, value: str) -> None:
     _apply(topic, value)
     if not settings.REDIS_URL:
         return
     try:
-        _publisher().publish(CHANNEL, f"{topic} {value}")
+        _publisher().publish(channel(), f"{topic} {value}")
     except Exception:  # the change is saved; other processes catch up within the cache TTL
         logger.warning("cache invalidation: could not publish %s %s to Redis", topic, value, exc_info=True)
 
@@ -85,7 +91,7 @@ class Listener:
             client = redis.Redis.from_url(url, socket_connect_timeout=2)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(channel())
                     # Entries cached before the subscription was in place may have missed an announcement.
                     _apply(EVERYTHING, "")
                     async for message in pubsub.listen():
