@@ -66,7 +66,8 @@ WSGI_APPLICATION = None
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Overrides of other apps' templates (the admin's base_site.html, which adds the gateway's admin CSS).
+        "DIRS": [BASE_DIR / "gateway_project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -98,7 +99,7 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
-# Admin shows times with their zone ("Dec 1, 2026, 11:20 UTC"); see gateway_project/formats/.
+# Admin shows times with their zone ("2026-12-01 11:20 UTC"); see gateway_project/formats/.
 FORMAT_MODULE_PATH = ["gateway_project.formats"]
 
 STATIC_URL = "/static/"
