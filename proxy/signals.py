@@ -8,7 +8,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from proxy import credentials, invalidation, routing
-from proxy.models import GatewayKey, ModelRoute, Organisation, Project, ProviderCredential
+from proxy.models import GatewayKey, ModelRoute, Organisation, PriceOverride, Project, ProviderCredential
+from telemetry import pricing
 
 
 @receiver([post_save, post_delete], sender=GatewayKey)
@@ -32,11 +33,18 @@ def _route_changed(sender, instance, **kwargs):
     invalidation.announce("routes")
 
 
-def _forget_credentials_and_routes(topic: str, value: str) -> None:
+@receiver([post_save, post_delete], sender=PriceOverride)
+def _price_changed(sender, instance, **kwargs):
+    invalidation.announce("prices")
+
+
+def _forget_credentials_routes_and_prices(topic: str, value: str) -> None:
     if topic in ("credentials", invalidation.EVERYTHING):
         credentials.forget_credentials()
     if topic in ("routes", invalidation.EVERYTHING):
         routing.forget_routes()
+    if topic in ("prices", invalidation.EVERYTHING):
+        pricing.invalidate_overrides()
 
 
-invalidation.on_invalidation(_forget_credentials_and_routes)
+invalidation.on_invalidation(_forget_credentials_routes_and_prices)

@@ -307,3 +307,27 @@ def test_a_flood_of_unknown_well_formed_keys_does_not_evict_a_valid_key(caller, 
     assert lookups_for_valid == 0  # the valid key was still cached
     assert len(queries.sql) == len(bogus)  # each unknown key was looked up once
     assert len(auth._unknown_keys) <= settings.GATEWAY_KEY_NEGATIVE_CACHE_MAX
+
+
+def test_routes_credentials_and_prices_from_admin_apply_to_the_next_request(caller, published, provider_server):
+    from proxy.models import ModelRoute, PriceOverride
+
+    house = {"model": "house-model", "messages": [{"role": "user", "content": "x"}]}
+    headers = {"authorization": f"Bearer {caller.key}"}
+
+    def send():
+        response = httpx.post(caller.openai_base_url + "/chat/completions", json=house, headers=headers)
+        assert response.status_code == 200
+        return published.wait_for(response.headers["x-request-id"])["attributes"]
+
+    assert send()["provider"] == "openai"  # routes and credentials now cached
+    ModelRoute.objects.create(model_name="house-model", provider="openai", upstream_model="gpt-4o-mini")
+    services.provider_credential_set(org=caller.org, provider="openai", api_key="sk-acme-rotated")
+    PriceOverride.objects.create(provider="openai", model="gpt-4o-mini", input_per_mtok="1000000", output_per_mtok="0")
+
+    recorded = send()
+
+    upstream = [r for r in provider_server.requests if r.path == "/v1/chat/completions"][-1]
+    assert upstream.json["model"] == "gpt-4o-mini"
+    assert upstream.headers["authorization"] == "Bearer sk-acme-rotated"
+    assert recorded["metadata"]["cost"] == pytest.approx(recorded["metadata"]["tokens"]["input"])
