@@ -1,6 +1,7 @@
 """Admin forms for gateway keys and provider credentials, whose secrets never round-trip to the browser."""
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
 from proxy.models import GatewayKey, Project, ProviderCredential
@@ -24,6 +25,10 @@ class GatewayKeyIssueForm(forms.ModelForm):
         model = GatewayKey
         fields = ("org", "project", "name", "expires_at")
         widgets = {"project": ProjectSelect}
+        help_texts = {
+            "expires_at": f"In {settings.TIME_ZONE}. The key stops working at this time; "
+            "leave empty for a key that never expires."
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

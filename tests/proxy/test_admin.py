@@ -367,6 +367,7 @@ def test_a_key_can_be_issued_with_an_expiry_but_not_in_the_past(admin_client, or
     past = issue_via_admin(admin_client, org=org.pk, expires_at_0="2020-01-01", expires_at_1="00:00:00")
     assert past.status_code == 200
     assert "expires_at" in past.context["adminform"].form.errors
+    assert "In UTC." in past.text
 
     response = issue_via_admin(admin_client, org=org.pk, expires_at_0="2099-01-01", expires_at_1="12:00:00")
 

@@ -323,9 +323,13 @@ def test_routes_credentials_and_prices_from_admin_apply_to_the_next_request(call
     assert send()["provider"] == "openai"  # routes and credentials now cached
     ModelRoute.objects.create(model_name="house-model", provider="openai", upstream_model="gpt-4o-mini")
     services.provider_credential_set(org=caller.org, provider="openai", api_key="sk-acme-rotated")
-    PriceOverride.objects.create(provider="openai", model="gpt-4o-mini", input_per_mtok="100000", output_per_mtok="0")
-
-    recorded = send()
+    override = PriceOverride.objects.create(
+        provider="openai", model="gpt-4o-mini", input_per_mtok="100000", output_per_mtok="0"
+    )
+    try:
+        recorded = send()
+    finally:
+        override.delete()  # announced like any admin change, so that later tests price without it
 
     upstream = [r for r in provider_server.requests if r.path == "/v1/chat/completions"][-1]
     assert upstream.json["model"] == "gpt-4o-mini"
