@@ -23,6 +23,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from gateway_project.lean_handler import ProxyASGIHandler  # noqa: E402
 from proxy.db import close_db_connections  # noqa: E402
+from proxy.invalidation import listener as invalidation_listener  # noqa: E402
 from proxy.providers.base import close_shared_client  # noqa: E402
 from telemetry import handoff  # noqa: E402
 
@@ -53,6 +54,7 @@ async def _lifespan(receive, send):
         elif message["type"] == "lifespan.shutdown":
             # A graceful stop (SIGTERM) hands every buffered request record to the queue first.
             await handoff.pipeline.aclose()
+            await invalidation_listener.aclose()
             await close_shared_client()
             close_db_connections()
             await send({"type": "lifespan.shutdown.complete"})

@@ -69,7 +69,8 @@ WSGI_APPLICATION = None
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Overrides of other apps' templates (the admin's base_site.html, which adds the gateway's admin CSS).
+        "DIRS": [BASE_DIR / "gateway_project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -103,6 +104,8 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# Admin shows times with their zone ("2026-12-01 11:20 UTC"); see gateway_project/formats/.
+FORMAT_MODULE_PATH = ["gateway_project.formats"]
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -171,6 +174,14 @@ GATEWAY_STREAM_USAGE_GRACE = env.float("GATEWAY_STREAM_USAGE_GRACE", default=5.0
 if GATEWAY_STREAM_USAGE_GRACE < 0:
     raise ImproperlyConfigured(f"GATEWAY_STREAM_USAGE_GRACE must not be negative, got {GATEWAY_STREAM_USAGE_GRACE!r}")
 GATEWAY_KEY_CACHE_SECONDS = _positive("GATEWAY_KEY_CACHE_SECONDS", env.float("GATEWAY_KEY_CACHE_SECONDS", default=30.0))
+# Unknown keys remembered for a few seconds, in a cache of their own so that a flood of them never evicts valid keys.
+GATEWAY_KEY_NEGATIVE_CACHE_MAX = _positive(
+    "GATEWAY_KEY_NEGATIVE_CACHE_MAX", env.int("GATEWAY_KEY_NEGATIVE_CACHE_MAX", default=10_000)
+)
+# A key's last-used time is written at most this often (seconds), off the request path.
+GATEWAY_KEY_LAST_USED_INTERVAL = _positive(
+    "GATEWAY_KEY_LAST_USED_INTERVAL", env.float("GATEWAY_KEY_LAST_USED_INTERVAL", default=60.0)
+)
 GATEWAY_USER_ID_MAX_LENGTH = env.int("GATEWAY_USER_ID_MAX_LENGTH", default=256)
 GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")
 # Fernet key for provider credentials at rest; derived from SECRET_KEY when unset.

@@ -6,18 +6,21 @@ from functools import cache
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db.models import Count, IntegerField, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template import engines
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from dashboards import services as dashboard_services
 from dashboards.forms import CostRecomputationForm
-from proxy import services
+from proxy import crypto, services
 from proxy.forms import GatewayKeyIssueForm, ProviderCredentialForm
 from proxy.models import (
     GatewayKey,
@@ -28,6 +31,7 @@ from proxy.models import (
     Project,
     ProviderCredential,
 )
+from telemetry import selectors as telemetry_selectors
 
 KEY_HINT_MASK = "••••"
 # Below this length the last four characters would give away too much of the key.
@@ -138,16 +142,23 @@ class RevokedFilter(admin.SimpleListFilter):
         return queryset
 
 
-# Rendered in place of the usual redirect after adding a key: the plaintext lives only in this one response,
-# never in the database, the session or a message cookie.
+# The plaintext goes from the add request to the page after it in the session, encrypted, and is popped
+# there: reloading that page shows it no more and never issues another key (post/redirect/get).
+_ISSUED_SESSION_KEY = "proxy_issued_gateway_key"
+
 _KEY_ISSUED_TEMPLATE = """{% extends "admin/base_site.html" %}
 {% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
 &rsaquo; <a href="{{ changelist_url }}">{{ opts.verbose_name_plural|capfirst }}</a>
 &rsaquo; Key issued</div>{% endblock %}
 {% block content %}<div id="content-main">
+{% if plaintext %}
 <p>The key for {{ scope }} has been issued. Copy it now: it is shown only this once and cannot be recovered.
 If it is lost, revoke it and issue a new one.</p>
 <p><input type="text" readonly size="64" value="{{ plaintext }}" id="issued-key" aria-label="Gateway key"></p>
+{% else %}
+<p id="key-already-shown">The key for {{ scope }} was shown once, when it was issued, and cannot be shown again.
+If it was lost, revoke it and issue a new one.</p>
+{% endif %}
 <ul>
 <li><a href="{{ change_url }}">View key {{ key.prefix }}…</a></li>
 <li><a href="{{ add_url }}">Issue another key</a></li>
@@ -166,22 +177,26 @@ def _key_scope(key: GatewayKey) -> str:
 
 @admin.register(GatewayKey)
 class GatewayKeyAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "org", "project", "name", "created_at", "active")
+    list_display = ("prefix", "name", "org", "project", "created_at", "expires_at", "last_used_at", "active")
     list_filter = (RevokedFilter, "org")
     search_fields = ("prefix", "name", "org__slug", "project__slug")
     list_select_related = ("org", "project__org")
-    autocomplete_fields = ("org", "project")
+    autocomplete_fields = ("org",)
     date_hierarchy = "created_at"
     actions = ("revoke_keys",)
-    readonly_fields = ("prefix", "scope", "created_at", "active", "revoked_at")
-    add_fieldsets = ((None, {"fields": ("org", "project", "name")}),)
+    change_form_template = "admin/proxy/gatewaykey/change_form.html"
+    readonly_fields = ("prefix", "scope", "created_at", "expires_at", "last_used_at", "spend", "active", "revoked_at")
+    add_fieldsets = ((None, {"fields": ("org", "project", "name", "expires_at")}),)
     fieldsets = (
         (None, {"fields": ("prefix", "org", "project", "scope", "name")}),
-        ("State", {"fields": ("created_at", "active", "revoked_at")}),
+        ("State", {"fields": ("created_at", "expires_at", "last_used_at", "spend", "active", "revoked_at")}),
     )
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -189,38 +204,83 @@ class GatewayKeyAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, **kwargs)
 
     def has_change_permission(self, request, obj=None):
-        # An issued key is immutable; revoking it is the only change, and that is an action.
+        # An issued key is immutable; revoking it is the only change, and that has its own button.
         if obj is not None:
             return False
         return super().has_change_permission(request, obj)
 
+    def get_urls(self):
+        info = (self.opts.app_label, self.opts.model_name)
+        own = [
+            path("<int:pk>/issued/", self.admin_site.admin_view(self.issued_view), name="{}_{}_issued".format(*info)),
+            path("<int:pk>/revoke/", self.admin_site.admin_view(self.revoke_view), name="{}_{}_revoke".format(*info)),
+        ]
+        return own + super().get_urls()
+
     def save_model(self, request, obj, form, change):
-        issued = services.gateway_key_issue(org=obj.org, project=obj.project, name=obj.name)
+        issued = services.gateway_key_issue(org=obj.org, project=obj.project, name=obj.name, expires_at=obj.expires_at)
         obj.pk = issued.key.pk
         obj.refresh_from_db()
-        obj._issued_plaintext = issued.plaintext
+        request.session[_ISSUED_SESSION_KEY] = {"pk": obj.pk, "plaintext": crypto.encrypt(issued.plaintext)}
 
     def response_add(self, request, obj, post_url_continue=None):
-        plaintext = getattr(obj, "_issued_plaintext", None)
-        if plaintext is None:
+        if request.session.get(_ISSUED_SESSION_KEY, {}).get("pk") != obj.pk:
             return super().response_add(request, obj, post_url_continue)
-        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(self._url("issued", obj.pk))
+
+    def issued_view(self, request, pk):
+        key = get_object_or_404(GatewayKey.objects.select_related("org", "project__org"), pk=pk)
+        if not self.has_view_permission(request, key):
+            raise PermissionDenied
+        stashed = request.session.get(_ISSUED_SESSION_KEY) or {}
+        plaintext = None
+        if stashed.get("pk") == key.pk:
+            del request.session[_ISSUED_SESSION_KEY]
+            plaintext = crypto.decrypt(stashed["plaintext"])
         context = {
             **self.admin_site.each_context(request),
             "title": "Gateway key issued",
             "opts": self.opts,
-            "key": obj,
-            "scope": _key_scope(obj),
+            "key": key,
+            "scope": _key_scope(key),
             "plaintext": plaintext,
-            "change_url": reverse("admin:{}_{}_change".format(*info), args=[obj.pk]),
-            "add_url": reverse("admin:{}_{}_add".format(*info)),
-            "changelist_url": reverse("admin:{}_{}_changelist".format(*info)),
+            "change_url": self._url("change", key.pk),
+            "add_url": self._url("add"),
+            "changelist_url": self._url("changelist"),
         }
+        # admin_view's never_cache keeps this response, the one that carries the key, out of caches.
         return TemplateResponse(request, _key_issued_template(), context)
+
+    @method_decorator(require_POST)
+    def revoke_view(self, request, pk):
+        key = get_object_or_404(GatewayKey, pk=pk)
+        if not super().has_change_permission(request):
+            raise PermissionDenied
+        if key.revoked_at is None:
+            services.gateway_key_revoke(key=key)
+            self.log_change(request, key, "Revoked.")
+            self.message_user(request, f"Revoked key {key.prefix}…; it stops working at once.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Key {key.prefix}… was already revoked.", messages.WARNING)
+        return HttpResponseRedirect(self._url("change", key.pk))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["can_revoke"] = obj.revoked_at is None and super().has_change_permission(request)
+            context["revoke_url"] = self._url("revoke", obj.pk)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _url(self, view: str, *args) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{view}", args=args)
 
     @admin.display(description="Scope")
     def scope(self, obj):
         return _key_scope(obj)
+
+    @admin.display(description="Spend (USD)")
+    def spend(self, obj):
+        total = telemetry_selectors.gateway_key_spend(org_id=obj.org.slug, key_id=obj.pk)
+        return f"{total:.4f}"
 
     @admin.display(description="Active", boolean=True, ordering="revoked_at")
     def active(self, obj):

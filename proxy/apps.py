@@ -8,3 +8,4 @@ class ProxyConfig(AppConfig):
     def ready(self):
         # Registers the system check that refuses a deployment on development defaults.
         from gateway_project import safety  # noqa: F401
+        from proxy import signals  # noqa: F401 - connects the receivers

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 
+from proxy import invalidation
 from proxy.db import run_in_db_thread
 from proxy.errors import GatewayError, invalid_request
-from proxy.models import GatewayKey, Project, hash_gateway_key
+from proxy.key_usage import last_used
+from proxy.models import GATEWAY_KEY_PREFIX, GatewayKey, Project, hash_gateway_key, looks_like_gateway_key
 from proxy.ttl_cache import TTLCache
 
 _MISSING = object()
@@ -26,6 +30,7 @@ class KeyGrant:
     project_slug: str | None
     project_name: str | None
     content_logging: str
+    expires_at: float | None = None  # a Unix time, so that the check on every request is one comparison
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +55,29 @@ class Attribution:
 
 
 _keys = TTLCache(ttl=settings.GATEWAY_KEY_CACHE_SECONDS)
+# Unknown and revoked keys have a cache of their own, so that a flood of them cannot push valid keys out.
+_unknown_keys = TTLCache(ttl=_NEGATIVE_TTL_SECONDS, max_entries=settings.GATEWAY_KEY_NEGATIVE_CACHE_MAX)
 _projects = TTLCache(ttl=settings.GATEWAY_KEY_CACHE_SECONDS)
 
 
 def clear_caches() -> None:
     _keys.clear()
+    _unknown_keys.clear()
     _projects.clear()
+    last_used.forget()
+
+
+def _invalidated(topic: str, value: str) -> None:
+    if topic == "key":
+        _keys.pop(value)
+        _unknown_keys.pop(value)
+    elif topic in ("tenancy", invalidation.EVERYTHING):  # grants carry org and project: none can be trusted
+        _keys.clear()
+        _unknown_keys.clear()
+        _projects.clear()
+
+
+invalidation.on_invalidation(_invalidated)
 
 
 def _load_grant(key_hash: str) -> KeyGrant | None:
@@ -63,7 +85,15 @@ def _load_grant(key_hash: str) -> KeyGrant | None:
         GatewayKey.objects.active()
         .select_related("org", "project")
         .filter(key_hash=key_hash)
-        .only("id", "org__id", "org__slug", "project__slug", "project__name", "project__content_logging")
+        .only(
+            "id",
+            "expires_at",
+            "org__id",
+            "org__slug",
+            "project__slug",
+            "project__name",
+            "project__content_logging",
+        )
         .first()
     )
     if key is None:
@@ -76,6 +106,7 @@ def _load_grant(key_hash: str) -> KeyGrant | None:
         project_slug=project.slug if project else None,
         project_name=project.name if project else None,
         content_logging=project.content_logging if project else Project.ContentLogging.FULL,
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
     )
 
 
@@ -100,14 +131,37 @@ async def authenticate_key(plaintext: str | None) -> KeyGrant:
             kind="authentication",
             code="missing_api_key",
         )
+    if not looks_like_gateway_key(plaintext):
+        # Refused before any lookup: malformed keys never reach the database or a cache.
+        raise GatewayError(
+            f"Invalid gateway key: gateway keys start with {GATEWAY_KEY_PREFIX!r} and are 46 characters long.",
+            kind="authentication",
+            code="invalid_api_key",
+        )
+    invalidation.listener.ensure_running()
     key_hash = hash_gateway_key(plaintext)
-    grant = _keys.get(key_hash, _MISSING)
-    if grant is _MISSING:
-        grant = await run_in_db_thread(_load_grant, key_hash)
-        _keys.set(key_hash, grant, ttl=None if grant else _NEGATIVE_TTL_SECONDS)
+    grant = _keys.get(key_hash)
     if grant is None:
-        raise GatewayError("Invalid or revoked gateway key.", kind="authentication", code="invalid_api_key")
+        if _unknown_keys.get(key_hash) is not None:
+            raise _invalid_key()
+        grant = await run_in_db_thread(_load_grant, key_hash)
+        if grant is None:
+            _unknown_keys.set(key_hash, True)
+            raise _invalid_key()
+        _keys.set(key_hash, grant)
+    if grant.expires_at is not None and grant.expires_at <= time.time():
+        expired = datetime.fromtimestamp(grant.expires_at, tz=UTC).isoformat(timespec="seconds")
+        raise GatewayError(
+            f"This gateway key expired at {expired.replace('+00:00', 'Z')}. Ask for a new key.",
+            kind="authentication",
+            code="expired_api_key",
+        )
+    last_used.seen(grant.key_id)
     return grant
+
+
+def _invalid_key() -> GatewayError:
+    return GatewayError("Invalid or revoked gateway key.", kind="authentication", code="invalid_api_key")
 
 
 async def _project(org_pk: int, slug: str) -> ProjectInfo | None:

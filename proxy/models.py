@@ -1,4 +1,5 @@
 import hashlib
+import re
 import secrets
 
 from django.conf import settings
@@ -10,6 +11,10 @@ from proxy import crypto
 from proxy.providers.registry import PROVIDER_CHOICES
 
 GATEWAY_KEY_PREFIX = "tg-"
+# `secrets.token_urlsafe(32)`: 32 random bytes as 43 base64url characters.
+GATEWAY_KEY_PATTERN = re.compile(re.escape(GATEWAY_KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
+# How a change made in admin reaches the gateway, for the help texts.
+APPLIES_AT_ONCE = "Applies to the next request in every gateway process."
 
 
 _FIELD_LABELS = {"org": "organisation"}
@@ -114,7 +119,9 @@ class Project(TenantKeyFields):
     org = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="projects")
     slug = models.SlugField(max_length=100)
     name = models.CharField(max_length=200)
-    content_logging = models.CharField(max_length=16, choices=ContentLogging.choices, default=ContentLogging.FULL)
+    content_logging = models.CharField(
+        max_length=16, choices=ContentLogging.choices, default=ContentLogging.FULL, help_text=APPLIES_AT_ONCE
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -141,6 +148,11 @@ class Membership(models.Model):
         return f"{self.user} in {self.org.slug} ({self.role})"
 
 
+def looks_like_gateway_key(plaintext: str) -> bool:
+    """Whether a presented key could be one this gateway issued; anything else needs no lookup."""
+    return GATEWAY_KEY_PATTERN.fullmatch(plaintext) is not None
+
+
 def hash_gateway_key(plaintext: str) -> str:
     # Keys carry 256 bits of randomness, so a fast hash is enough and keeps lookups cheap.
     return hashlib.sha256(plaintext.encode()).hexdigest()
@@ -163,11 +175,17 @@ class GatewayKey(models.Model):
         related_name="keys",
         help_text="Pin the key to one project; leave empty for an org-wide key.",
     )
-    name = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, blank=True, help_text="A label, to tell keys apart.")
     prefix = models.CharField(max_length=16, editable=False, help_text="The first characters, to tell keys apart.")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The key stops working at this time; leave empty for a key that never expires."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text=APPLIES_AT_ONCE)
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Updated at most once a minute, so it may lag by a minute."
+    )
 
     objects = GatewayKeyQuerySet.as_manager()
 
@@ -187,7 +205,11 @@ class GatewayKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
 class ProviderCredential(models.Model):
@@ -196,7 +218,7 @@ class ProviderCredential(models.Model):
     org = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="provider_credentials")
     provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
     api_key_encrypted = models.TextField(editable=False)
-    base_url = models.URLField(blank=True, help_text="Overrides the provider's base URL for this org.")
+    base_url = models.URLField("Base URL", blank=True, help_text="Overrides the provider's base URL for this org.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

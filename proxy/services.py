@@ -1,6 +1,7 @@
 """Writes for orgs, projects, keys and credentials. Views, admin and commands call these."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,18 +26,21 @@ def project_get_or_create(*, org: Organisation, slug: str, name: str = "") -> Pr
 
 
 @transaction.atomic
-def gateway_key_issue(*, org: Organisation, project: Project | None = None, name: str = "") -> IssuedKey:
+def gateway_key_issue(
+    *, org: Organisation, project: Project | None = None, name: str = "", expires_at: datetime | None = None
+) -> IssuedKey:
     """Create a key; the plaintext exists only in the returned value."""
     if project is not None and project.org_id != org.pk:
         raise ValueError("A key can only be pinned to a project of its own org")
     plaintext = GatewayKey.generate_plaintext()
-    key = GatewayKey(org=org, project=project, name=name)
+    key = GatewayKey(org=org, project=project, name=name, expires_at=expires_at)
     key.set_plaintext(plaintext)
     key.save()
     return IssuedKey(key=key, plaintext=plaintext)
 
 
 def gateway_key_revoke(*, key: GatewayKey) -> None:
+    """Revoke a key; every gateway process stops accepting it with the next request (see proxy.signals)."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

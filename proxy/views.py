@@ -169,6 +169,7 @@ class ProxyView(APIView):
         grant = await self.authentication_classes[0]().authenticate(request, self)
         record = self.record
         record.org_id = grant.org_slug
+        record.gateway_key_id = grant.key_id
         attribution = await auth.attribute(request, grant)
         record.user_id = attribution.user_id
         record.experiment_id = attribution.experiment_id

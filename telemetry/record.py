@@ -52,6 +52,7 @@ class RequestRecord:
     experiment_id: str | None = None
     thread_id: str | None = None
     content_logging: str = "full"
+    gateway_key_id: int | None = None  # the key's database id, never the key
     trace_id: str | None = None
     span_id: str | None = None
     # What: the routed provider and the model the client asked for.
@@ -208,6 +209,7 @@ class RequestRecord:
                     "content_redacted": redacted,
                     "usage_estimated": usage_estimated,
                     "error_message": self.error_message,
+                    "gateway_key_id": self.gateway_key_id,
                 },
             },
         }

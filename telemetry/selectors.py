@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import Error as DatabaseError
+from django.db.models import Sum
 
 from telemetry.exporters import ExporterConfig
-from telemetry.models import ExporterSetting
+from telemetry.models import ExporterSetting, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +127,13 @@ def export_queue_backlog(*, queue: str) -> int | None:
                 return None
     except LimitExceeded:
         return None
+
+
+def gateway_key_spend(*, org_id: str, key_id: int) -> Decimal:
+    """What the requests made with one gateway key have cost so far, in USD."""
+    total = (
+        RequestLog.objects.filter(org_id=org_id, log_data__attributes__metadata__gateway_key_id=key_id)
+        .aggregate(total=Sum("cost"))
+        .get("total")
+    )
+    return total or Decimal(0)

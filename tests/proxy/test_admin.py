@@ -2,11 +2,14 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from proxy import services
+from proxy.admin import _ISSUED_SESSION_KEY
 from proxy.forms import GatewayKeyIssueForm
 from proxy.models import (
     GatewayKey,
@@ -113,16 +116,22 @@ def issue_via_admin(admin_client, **data):
 def test_issuing_a_key_shows_the_plaintext_once_and_stores_only_its_hash(admin_client, org, project):
     response = issue_via_admin(admin_client, org=org.pk, project=project.pk, name="web")
 
-    assert response.status_code == 200
-    shown = PLAINTEXT_KEY.findall(response.text)
+    assert response.status_code == 302
+    key = GatewayKey.objects.get()
+    assert response["Location"] == admin_url("gatewaykey", "issued", key.pk)
+    assert not PLAINTEXT_KEY.search(response.text)
+    shown_page = admin_client.get(response["Location"])
+    assert shown_page.status_code == 200
+    assert "no-store" in shown_page["Cache-Control"]
+    shown = PLAINTEXT_KEY.findall(shown_page.text)
     assert len(set(shown)) == 1
     plaintext = shown[0]
-    key = GatewayKey.objects.get()
     assert (key.org, key.project, key.name) == (org, project, "web")
     assert key.key_hash == hash_gateway_key(plaintext)
     row = GatewayKey.objects.filter(pk=key.pk).values().get()
     assert not [column for column, value in row.items() if plaintext in str(value)]
     assert not any(plaintext in entry.object_repr + entry.change_message for entry in LogEntry.objects.all())
+    assert not any(plaintext in session.session_data for session in Session.objects.all())
 
     for page in (admin_url("gatewaykey", "change", key.pk), admin_url("gatewaykey", "changelist")):
         later = admin_client.get(page)
@@ -132,8 +141,34 @@ def test_issuing_a_key_shows_the_plaintext_once_and_stores_only_its_hash(admin_c
     assert key.prefix in later.text
 
 
+def test_reloading_the_key_issued_page_issues_no_second_key_and_shows_the_key_no_more(admin_client, org):
+    issued_url = issue_via_admin(admin_client, org=org.pk, project="", name="ci")["Location"]
+    first = admin_client.get(issued_url)
+    assert PLAINTEXT_KEY.search(first.text)
+
+    reloaded = admin_client.get(issued_url)
+
+    assert reloaded.status_code == 200
+    assert not PLAINTEXT_KEY.search(reloaded.text)
+    assert "cannot be shown again" in reloaded.text
+    assert GatewayKey.objects.count() == 1
+    assert not any(_ISSUED_SESSION_KEY in session.get_decoded() for session in Session.objects.all())
+
+
+def test_the_key_issued_page_shows_the_key_only_to_the_session_that_issued_it(admin_client, admin_user, org):
+    from django.test import Client
+
+    issued_url = issue_via_admin(admin_client, org=org.pk, project="", name="ci")["Location"]
+    other_browser = Client()
+    other_browser.force_login(admin_user)
+
+    assert not PLAINTEXT_KEY.search(other_browser.get(issued_url).text)
+    assert PLAINTEXT_KEY.search(admin_client.get(issued_url).text)
+
+
 def test_an_org_wide_key_can_be_issued_without_a_project(admin_client, org):
     response = issue_via_admin(admin_client, org=org.pk, project="", name="")
+    response = admin_client.get(response["Location"])
 
     assert response.status_code == 200
     key = GatewayKey.objects.get()
@@ -416,3 +451,131 @@ def test_an_org_base_url_never_receives_the_deployment_key(monkeypatch):
     api_key, base_url = async_to_sync(upstream_credentials)(org_pk=org.pk, spec=PROVIDERS["openai"], caller_key=None)
 
     assert (api_key, base_url) == ("", "https://attacker.example/v1")
+def test_a_key_is_revoked_with_the_button_on_its_own_page(admin_client, org):
+    key = services.gateway_key_issue(org=org, name="ci").key
+    page = admin_client.get(admin_url("gatewaykey", "change", key.pk))
+    assert f'action="{admin_url("gatewaykey", "revoke", key.pk)}"' in page.text
+    assert "Revoke this key" in page.text
+
+    response = admin_client.post(admin_url("gatewaykey", "revoke", key.pk), follow=True)
+
+    assert response.status_code == 200
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    assert "stops working at once" in response.text
+    assert "Revoke this key" not in response.text
+    assert LogEntry.objects.get(object_id=str(key.pk)).change_message == "Revoked."
+
+
+def test_revoking_takes_a_post_and_the_change_permission(client, org, django_user_model):
+    key = services.gateway_key_issue(org=org).key
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_gatewaykey"))
+    client.force_login(viewer)
+
+    assert "Revoke this key" not in client.get(admin_url("gatewaykey", "change", key.pk)).text
+    assert client.post(admin_url("gatewaykey", "revoke", key.pk)).status_code == 403
+    key.refresh_from_db()
+    assert key.revoked_at is None
+
+    outsider = django_user_model.objects.create_user("outsider", password="pw")  # not staff
+    client.force_login(outsider)
+    assert client.post(admin_url("gatewaykey", "revoke", key.pk)).status_code == 302  # to the admin login
+    key.refresh_from_db()
+    assert key.revoked_at is None
+
+
+def test_revoke_is_post_only(admin_client, org):
+    key = services.gateway_key_issue(org=org).key
+
+    assert admin_client.get(admin_url("gatewaykey", "revoke", key.pk)).status_code == 405
+    key.refresh_from_db()
+    assert key.revoked_at is None
+
+
+def test_key_form_offers_each_project_with_its_org_and_only_the_chosen_orgs(admin_client, org, project):
+    other = services.organisation_get_or_create(slug="globex")
+    foreign = services.project_get_or_create(org=other, slug="billing")
+
+    page = admin_client.get(admin_url("gatewaykey", "add"))
+    assert f'value="{project.pk}" data-org="{org.pk}"' in page.text
+    assert f'value="{foreign.pk}" data-org="{other.pk}"' in page.text
+    assert "proxy/gateway_key_form.js" in page.text
+
+    for_org = admin_client.get(admin_url("gatewaykey", "add"), {"org": org.pk})
+    choices = {value for value, _ in for_org.context["adminform"].form.fields["project"].choices if value}
+    assert {choice.value for choice in choices} == {project.pk}
+
+
+def test_a_key_can_be_issued_with_an_expiry_but_not_in_the_past(admin_client, org):
+    past = issue_via_admin(admin_client, org=org.pk, expires_at_0="2020-01-01", expires_at_1="00:00:00")
+    assert past.status_code == 200
+    assert "expires_at" in past.context["adminform"].form.errors
+    assert "In UTC." in past.text
+
+    response = issue_via_admin(admin_client, org=org.pk, expires_at_0="2099-01-01", expires_at_1="12:00:00")
+
+    assert response.status_code == 302
+    assert GatewayKey.objects.get().expires_at.isoformat() == "2099-01-01T12:00:00+00:00"
+
+
+def test_key_pages_show_name_expiry_last_use_and_spend_with_their_time_zone(admin_client, org):
+    from telemetry.models import RequestLog
+
+    key = services.gateway_key_issue(org=org, name="billing-batch").key
+    GatewayKey.objects.filter(pk=key.pk).update(last_used_at="2026-03-04T05:06:00Z")
+    for n, cost in enumerate(["0.25", "0.5", None]):
+        RequestLog.objects.create(
+            id=f"log-{n}",
+            timestamp="2026-03-04T05:06:00Z",
+            log_data={"attributes": {"metadata": {"gateway_key_id": key.pk}}},
+            org_id="acme",
+            status="success",
+            status_code=200,
+            input_tokens=1,
+            output_tokens=1,
+            total_tokens=2,
+            cost=cost,
+            path="/v1/chat/completions",
+            stream=False,
+        )
+    RequestLog.objects.create(
+        id="log-other-key",
+        timestamp="2026-03-04T05:06:00Z",
+        log_data={"attributes": {"metadata": {"gateway_key_id": key.pk + 1}}},
+        org_id="acme",
+        status="success",
+        status_code=200,
+        input_tokens=1,
+        output_tokens=1,
+        total_tokens=2,
+        cost="7",
+        path="/v1/chat/completions",
+        stream=False,
+    )
+
+    changelist = admin_client.get(admin_url("gatewaykey", "changelist"))
+    page = admin_client.get(admin_url("gatewaykey", "change", key.pk))
+
+    assert "billing-batch" in changelist.text
+    assert "2026-03-04 05:06 UTC" in changelist.text
+    assert "2026-03-04 05:06 UTC" in page.text
+    assert "0.7500" in page.text
+    assert "Updated at most once a minute" in page.text
+
+
+def test_provider_credential_form_says_base_url(admin_client):
+    page = admin_client.get(admin_url("providercredential", "add"))
+
+    assert ">Base URL:<" in page.text
+
+
+def test_issue_key_command_names_the_key(capsys):
+    from django.core.management import call_command
+
+    call_command("issue_key", "--org", "acme", "--name", "nightly-eval", "--expires-in-days", "30")
+
+    plaintext = capsys.readouterr().out.strip().splitlines()[-1]
+    key = GatewayKey.objects.get(key_hash=hash_gateway_key(plaintext))
+    assert key.name == "nightly-eval"
+    assert 29 < (key.expires_at - key.created_at).days + 1 <= 31
