@@ -246,7 +246,7 @@ class ProxyView(APIView):
     # --- Talking to the provider -----------------------------------------------
 
     async def send(self, adapter, *, method: str, url: str, content: bytes | None, stream: bool) -> httpx.Response:
-        """The provider's response with its headers read; the body is read by `read_body` or the stream relay."""
+        """The provider's response with its headers read; the body is read by `read_upstream_body` or by the relay."""
         self.refuse_to_call_ourselves(adapter)
         client = shared_client()
         headers = adapter.headers(self.request.headers, traceparent=self.upstream_traceparent)
@@ -295,7 +295,7 @@ class ProxyView(APIView):
         logger.warning("Request %s: %s", self.record.id, failure.message)
         return failure
 
-    async def read_body(self, upstream: httpx.Response) -> bytes:
+    async def read_upstream_body(self, upstream: httpx.Response) -> bytes:
         """The whole body, decompressed, but never more than GATEWAY_MAX_RESPONSE_BYTES of it (gzip bombs)."""
         limit = settings.GATEWAY_MAX_RESPONSE_BYTES
         chunks = []
@@ -368,7 +368,7 @@ class ProxyView(APIView):
 
     async def forward_json(self, adapter, *, url: str, content: bytes, to_chat: bool = False) -> HttpResponse:
         upstream = await self.send(adapter, method="POST", url=url, content=content, stream=False)
-        body = await self.read_body(upstream)
+        body = await self.read_upstream_body(upstream)
         if upstream.status_code >= 400:
             return self.upstream_error(upstream, body, translate_to_chat=to_chat)
         parsed = _json_or_none(body)
@@ -386,7 +386,7 @@ class ProxyView(APIView):
     async def forward_stream(self, adapter, *, url: str, content: bytes, transform) -> HttpResponse:
         upstream = await self.send(adapter, method="POST", url=url, content=content, stream=True)
         if upstream.status_code >= 400:
-            body = await self.read_body(upstream)
+            body = await self.read_upstream_body(upstream)
             return self.upstream_error(
                 upstream, body, translate_to_chat=isinstance(transform, streaming.AnthropicToChatChunks)
             )
@@ -543,7 +543,7 @@ class ModelsView(ProxyView):
         self.record.provider = provider_name
         adapter = await self.adapter(request, route, attribution)
         upstream = await self.send(adapter, method="GET", url=adapter.url("models", None), content=None, stream=False)
-        body = await self.read_body(upstream)
+        body = await self.read_upstream_body(upstream)
         if upstream.status_code >= 400:
             return self.upstream_error(upstream, body)
         parsed = _json_or_none(body)
