@@ -93,6 +93,8 @@ def test_the_container_runs_uvicorn_as_the_process_docker_stop_signals():
     command = (ROOT / "Dockerfile").read_text().split("CMD", 1)[1]
     assert "&& exec uvicorn " in command
     assert "--timeout-graceful-shutdown" in command
+
+
 # --- A deployment refuses development defaults; a local run makes its own ----------------
 
 SAFE = {

@@ -451,6 +451,8 @@ def test_an_org_base_url_never_receives_the_deployment_key(monkeypatch):
     api_key, base_url = async_to_sync(upstream_credentials)(org_pk=org.pk, spec=PROVIDERS["openai"], caller_key=None)
 
     assert (api_key, base_url) == ("", "https://attacker.example/v1")
+
+
 def test_a_key_is_revoked_with_the_button_on_its_own_page(admin_client, org):
     key = services.gateway_key_issue(org=org, name="ci").key
     page = admin_client.get(admin_url("gatewaykey", "change", key.pk))
