@@ -218,6 +218,8 @@ class ProxyView(APIView):
         if not isinstance(parsed, dict):
             raise self.malformed_upstream(upstream)
         if to_chat:
+            # Priced from Anthropic's own counts: the chat shape has no place for cache writes.
+            self.record.usage = parsed.get("usage")
             parsed = messages_response_to_chat(parsed, model=self.record.model)
             body = orjson.dumps(parsed)
         self.record.response_json = parsed

@@ -14,7 +14,10 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from gateway_project.admin_mixins import ReadOnlyAdminMixin
-from telemetry import services
+from telemetry import (
+    pricing_admin,  # noqa: F401  (registers the pricing admin)
+    services,
+)
 from telemetry.exporters import ExportError
 from telemetry.models import DeadLetter, ExporterSetting, RequestLog
 

@@ -71,6 +71,8 @@ class RequestRecord:
     provider_request_id: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # The provider's own usage object, where the client was sent another shape (a translated response).
+    usage: dict | None = None
     ttfb_ms: float | None = None
     latency_ms: float | None = None
     provider_latency_ms: float | None = None
@@ -106,30 +108,24 @@ class RequestRecord:
 
         request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
         streamed: list[dict] | None = None
+        reported_usage = None
         if self.stream_events is not None:
-            streamed, response, usage, provider_request_id = accumulate_stream(self.stream_dialect, self.stream_events)
-            if self.input_tokens is None and usage:
-                self.input_tokens, self.output_tokens = usage
+            streamed, response, reported_usage, provider_request_id = accumulate_stream(
+                self.stream_dialect, self.stream_events
+            )
             self.provider_request_id = self.provider_request_id or provider_request_id
             if self.response_body is not None:  # an error body sent instead of a stream
                 response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
         else:
             response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
-            if self.input_tokens is None and isinstance(response, dict):
-                self.input_tokens, self.output_tokens = _usage_from_response(response)
+            if isinstance(response, dict):
+                reported_usage = response.get("usage")
                 self.provider_request_id = self.provider_request_id or _str_or_none(response.get("id"))
-        input_tokens = self.input_tokens or 0
-        output_tokens = self.output_tokens or 0
+        usage = self._token_usage(reported_usage)
         timestamp = datetime.fromtimestamp(self.started_at, tz=UTC)
         priced_model = self.upstream_model or self.model
         cost = (
-            pricing.request_cost(
-                provider=self.provider or "",
-                model=priced_model or "",
-                at=timestamp,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )
+            pricing.request_cost(provider=self.provider or "", model=priced_model or "", at=timestamp, usage=usage)
             if self.provider and priced_model
             else None
         )
@@ -167,8 +163,9 @@ class RequestRecord:
                     "project_name": self.project_name,
                     "latency": _ms(self.latency_ms),
                     "ttfb": _ms(self.ttfb_ms),
-                    "tokens": {"input": input_tokens, "output": output_tokens, "total": input_tokens + output_tokens},
+                    "tokens": usage.as_metadata(),
                     "cost": cost,
+                    "cost_unknown": cost is None and usage.total > 0,
                     "status": "error" if failed else "success",
                     "path": self.path,
                     "method": self.method,
@@ -191,6 +188,15 @@ class RequestRecord:
             },
         }
 
+    def _token_usage(self, reported) -> pricing.TokenUsage:
+        """Counts from the provider's usage object, read as genai-prices reads it."""
+        if self.usage is not None:
+            reported = self.usage
+        elif self.input_tokens is not None:
+            return pricing.TokenUsage(input=self.input_tokens, output=self.output_tokens or 0)
+        anthropic = self.stream_dialect == "anthropic" or self.path.endswith("/messages")
+        return pricing.token_usage(reported, anthropic=anthropic) or pricing.TokenUsage()
+
 
 def _ms(value: float | None) -> int | None:
     return None if value is None else round(value)
@@ -207,16 +213,6 @@ def _decode_body(body: bytes | None):
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return {"raw": body[:_RAW_TEXT_LIMIT].decode("utf-8", "replace")}
-
-
-def _usage_from_response(response: dict) -> tuple[int | None, int | None]:
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
-        return None, None
-    if "input_tokens" in usage:  # Anthropic messages and OpenAI responses
-        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-        return (usage.get("input_tokens") or 0) + cached, usage.get("output_tokens") or 0
-    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
 
 
 def _redact(request, response, streamed):

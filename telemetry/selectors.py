@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import Error as DatabaseError
+from django.db.models import Count, Max, Sum
 
 from telemetry.exporters import ExporterConfig
-from telemetry.models import ExporterSetting
+from telemetry.models import ExporterSetting, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +127,16 @@ def export_queue_backlog(*, queue: str) -> int | None:
                 return None
     except LimitExceeded:
         return None
+
+
+def unpriced_models(*, since: datetime) -> list[dict]:
+    """Models whose requests since `since` carried tokens but no known price, most requests first.
+
+    Each row: provider, model, requests, tokens and last_seen.
+    """
+    return list(
+        RequestLog.objects.filter(timestamp__gte=since, cost__isnull=True, total_tokens__gt=0)
+        .values("provider", "model")
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), last_seen=Max("timestamp"))
+        .order_by("-requests", "provider", "model")
+    )
