@@ -163,6 +163,14 @@ TELEMETRY_LOCAL_BUFFER_MAX = _positive(
 )
 TELEMETRY_PUBLISHER = env.str("TELEMETRY_PUBLISHER", default="telemetry.handoff.CeleryPublisher")
 TELEMETRY_ENABLED = env.bool("TELEMETRY_ENABLED", default=True)
+# A record's document is cut down to this many bytes of JSON (payloads truncated, never the record dropped).
+TELEMETRY_MAX_DOCUMENT_BYTES = _positive(
+    "TELEMETRY_MAX_DOCUMENT_BYTES", env.int("TELEMETRY_MAX_DOCUMENT_BYTES", default=1024 * 1024)
+)
+# The hand-off publishes at most this many bytes of documents per broker message.
+TELEMETRY_PUBLISH_MAX_BYTES = _positive(
+    "TELEMETRY_PUBLISH_MAX_BYTES", env.int("TELEMETRY_PUBLISH_MAX_BYTES", default=4 * 1024 * 1024)
+)
 
 ENABLED_EXPORTERS = env.list("ENABLED_EXPORTERS", default=["postgres"])
 ENABLE_ELASTICSEARCH = env.bool("ENABLE_ELASTICSEARCH", default=False)

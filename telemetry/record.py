@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import orjson
 from django.conf import settings
 
-from telemetry import pricing
+from telemetry import pricing, storable
 
 SERVICE_NAME = "tollgate"
 SERVICE_VERSION = "0.1.0"
@@ -137,7 +137,7 @@ class RequestRecord:
         if streamed is not None:
             response = response if isinstance(response, dict) else {"body": response}
             response["streamed_data"] = streamed
-        return {
+        document = {
             "timestamp": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "resource": {
                 "service.name": SERVICE_NAME,
@@ -187,6 +187,7 @@ class RequestRecord:
                 },
             },
         }
+        return storable.capped(storable.storable_text(document), max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
 
     def _token_usage(self, reported) -> pricing.TokenUsage:
         """Counts from the provider's usage object, read as genai-prices reads it."""

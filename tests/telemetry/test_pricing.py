@@ -37,7 +37,12 @@ def metadata_of(record: RequestRecord) -> dict:
 
 def test_anthropic_cache_reads_and_writes_are_priced_at_their_own_rates():
     record = anthropic_record(
-        {"input_tokens": 100, "cache_read_input_tokens": 100_000, "cache_creation_input_tokens": 5_000, "output_tokens": 2_000}
+        {
+            "input_tokens": 100,
+            "cache_read_input_tokens": 100_000,
+            "cache_creation_input_tokens": 5_000,
+            "output_tokens": 2_000,
+        }
     )
 
     metadata = metadata_of(record)
@@ -130,12 +135,16 @@ def test_anthropic_streams_keep_cache_counts():
     record.stream_dialect = "anthropic"
     record.response_json = None
     record.stream_events = []
+    start_usage = {"input_tokens": 20, "cache_read_input_tokens": 50_000, "cache_creation_input_tokens": 0}
     events = [
-        ("message_start", {"type": "message_start", "message": {"id": "msg_2", "model": "claude-sonnet-4-5", "usage": {
-            "input_tokens": 20, "cache_read_input_tokens": 50_000, "cache_creation_input_tokens": 0, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 300}}),
+        ("message_start", {"type": "message_start", "message": {"id": "msg_2", "model": "claude-sonnet-4-5",
+                                                                "usage": {**start_usage, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": 300}}),
     ]  # fmt: skip
     for name, payload in events:
         record.capture_stream_event(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
@@ -146,7 +155,12 @@ def test_anthropic_streams_keep_cache_counts():
     assert metadata["tokens"]["cache_read"] == 50_000
     assert metadata["tokens"]["output"] == 300
     expected = library_price(
-        "claude-sonnet-4-5", "anthropic", input_tokens=50_020, cache_read_tokens=50_000, cache_write_tokens=0, output_tokens=300
+        "claude-sonnet-4-5",
+        "anthropic",
+        input_tokens=50_020,
+        cache_read_tokens=50_000,
+        cache_write_tokens=0,
+        output_tokens=300,
     )
     assert metadata["cost"] == pytest.approx(expected)
 

@@ -86,7 +86,10 @@ def test_the_range_form_warns_when_an_override_starts_after_it(
 ):
     changelist = reverse("admin:telemetry_priceoverride_changelist")
     selection = {"action": "recompute_costs", "_selected_action": [late_override.pk], "apply": "1"}
-    too_early = {"since": (now - timedelta(days=5)).date().isoformat(), "until": (now - timedelta(days=2)).date().isoformat()}
+    too_early = {
+        "since": (now - timedelta(days=5)).date().isoformat(),
+        "until": (now - timedelta(days=2)).date().isoformat(),
+    }
 
     response = admin_client.post(changelist, {**selection, **too_early})
 
