@@ -614,7 +614,7 @@ def search_exporter():
     """The Elasticsearch exporter whose companion text indices serve explorer searches, or None.
 
     Only when Elasticsearch is an enabled exporter (ENABLED_EXPORTERS) and writes the
-    `<index>_text-*` search documents; otherwise the explorer searches PostgreSQL.
+    `text-<index>-*` search documents; otherwise the explorer searches PostgreSQL.
     """
     if "elasticsearch" not in settings.ENABLED_EXPORTERS:
         return None

@@ -187,7 +187,7 @@ ELASTICSEARCH_CA_CERTS = env.str("ELASTICSEARCH_CA_CERTS", default="")
 ELASTICSEARCH_VERIFY_CERTS = env.bool("ELASTICSEARCH_VERIFY_CERTS", default=True)
 ELASTICSEARCH_PLAIN_JSON = env.bool("ELASTICSEARCH_PLAIN_JSON", default=False)
 ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0)
-# Companion documents in `<index>_text-*` make request and response content searchable.
+# Request and response text indexed (but not stored in _source) makes content searchable.
 ELASTICSEARCH_SEARCH_TEXT = env.bool("ELASTICSEARCH_SEARCH_TEXT", default=True)
 POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
 

@@ -9,9 +9,8 @@ import pytest
 from django.db.models import Sum
 from django.urls import reverse
 
-from telemetry import recomputation as services
 from dashboards.models import DailyProjectUsage, DailyUsage
-
+from telemetry import recomputation as services
 from telemetry.models import CostRecomputation, PriceOverride, RequestLog
 from tests.dashboards.conftest import export_logs, make_log
 
