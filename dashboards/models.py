@@ -30,6 +30,7 @@ ADDITIVE_MEASURES = (
     "errors",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
     "cost",
     "latency_sum",
     "latency_count",
@@ -48,6 +49,7 @@ class Usage(models.Model):
     errors = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0, help_text="Input tokens read from a cache")
     cost = models.DecimalField(max_digits=24, decimal_places=10, default=0)
     latency_sum = models.BigIntegerField(default=0, help_text="ms, over the requests with a latency")
     latency_count = models.BigIntegerField(default=0)

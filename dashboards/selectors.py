@@ -130,6 +130,7 @@ class UsageStats:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
     cost: Decimal = Decimal(0)
     latency_sum: int = 0
     latency_count: int = 0
@@ -154,6 +155,7 @@ class UsageStats:
             errors=value("errors"),
             input_tokens=value("input_tokens"),
             output_tokens=value("output_tokens"),
+            cache_read_tokens=value("cache_read_tokens"),
             cost=_decimal(sums.get("cost")),
             latency_sum=value("latency_sum"),
             latency_count=value("latency_count"),

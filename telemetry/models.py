@@ -36,6 +36,8 @@ class RequestLog(models.Model):
     error_type = models.CharField(max_length=100, null=True)  # noqa: DJ001
     input_tokens = models.IntegerField()
     output_tokens = models.IntegerField()
+    # Of the input tokens, those read from the provider's prompt cache (metadata.tokens.cache_read).
+    cache_read_tokens = models.IntegerField(default=0, db_default=0)
     total_tokens = models.IntegerField()
     cost = models.DecimalField(max_digits=18, decimal_places=10, null=True)
     provider_latency = models.IntegerField(null=True, help_text="ms")
