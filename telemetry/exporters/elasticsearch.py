@@ -170,8 +170,10 @@ def _template(
     return template.to_dict()
 
 
-def record_template(index: str, *, refresh_interval: float = 1.0, lifecycle_policy: str | None = None) -> dict:
-    """The `template` part of the composable template for the record indices `<index>-*`."""
+def record_template(
+    index: str, *, refresh_interval: float = 1.0, lifecycle_policy: str | None = None, alias: bool = True
+) -> dict:
+    """The `template` part of the composable template for the record indices `<index>-*`, aliased `<index>`."""
     mapping = Mapping()
     mapping.meta("dynamic", False)
     mapping.field("timestamp", Date())
@@ -187,7 +189,11 @@ def record_template(index: str, *, refresh_interval: float = 1.0, lifecycle_poli
     mapping.field("name", Keyword())
     mapping.field("attributes", Object(Attributes))
     return _template(
-        f"{index}-*", mapping, refresh_interval=refresh_interval, lifecycle_policy=lifecycle_policy, alias=index
+        f"{index}-*",
+        mapping,
+        refresh_interval=refresh_interval,
+        lifecycle_policy=lifecycle_policy,
+        alias=index if alias else None,
     )
 
 
@@ -432,13 +438,30 @@ class ElasticsearchExporter(Exporter):
         if self.retention_days > 0:
             self._lifecycle_policy = self._install_lifecycle_policy()
         options = {"refresh_interval": self.flush_interval, "lifecycle_policy": self._lifecycle_policy}
-        self._install_template(self.index, f"{self.index}-*", record_template(self.index, **options))
+        # An index of that very name (made by hand, say) would make every new daily index fail on the alias.
+        aliased = not self._index_named_like_the_alias()
+        self._install_template(self.index, f"{self.index}-*", record_template(self.index, **options, alias=aliased))
         if self.search_index:
             self._install_template(self.search_index, f"{self.search_index}-*", search_template(self.index, **options))
-        self._alias_existing_indices()
+        if aliased:
+            self._alias_existing_indices()
         self._remove_legacy_companions()
         self._prepared = True
         self._maybe_prune()
+
+    def _index_named_like_the_alias(self) -> bool:
+        try:
+            found = self.client.indices.get(index=self.index, ignore_unavailable=True, allow_no_indices=True)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        if self.index in found:
+            logger.error(
+                "telemetry: an index named %s exists, so no alias of that name covers the daily indices", self.index
+            )
+            return True
+        return False
 
     def _alias_existing_indices(self) -> None:
         """Daily indices created before the template had its alias get it too."""

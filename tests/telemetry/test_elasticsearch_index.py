@@ -123,3 +123,14 @@ def test_a_recomputation_reprices_the_elasticsearch_copies_too(
     found = search(reader, f"{reader.search_index}-*", query=query)
     reader.shutdown()
     assert [hit["_id"] for hit in found] == [batch[0]["attributes"]["id"]]
+
+
+def test_an_index_already_named_like_the_alias_does_not_block_the_records(exporter):
+    exporter.client.indices.create(index=ES_INDEX)
+    batch = documents(2)
+
+    assert len(exporter.export(batch).succeeded) == 2
+
+    assert sorted(hit["_id"] for hit in search(exporter, f"{ES_INDEX}-*", query={"match_all": {}})) == sorted(
+        ids_of(batch)
+    )
