@@ -1,4 +1,4 @@
-"""Read-only admin for the usage rollups, linking each row to its dashboard, and for cost recomputations."""
+"""Read-only admin for the usage rollups, linking each row to its dashboard."""
 
 from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
@@ -7,7 +7,6 @@ from django.utils.html import format_html
 from dashboards.models import (
     ADDITIVE_MEASURES,
     DIMENSIONS,
-    CostRecomputation,
     DailyProjectUsage,
     DailyUsage,
     HourlyProjectUsage,
@@ -63,39 +62,3 @@ admin.site.register(HourlyUsage, UsageAdmin)
 admin.site.register(DailyUsage, UsageAdmin)
 admin.site.register(HourlyProjectUsage, ProjectUsageAdmin)
 admin.site.register(DailyProjectUsage, ProjectUsageAdmin)
-
-
-@admin.register(CostRecomputation)
-class CostRecomputationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Recomputations are started from the price overrides' action and only watched here."""
-
-    list_display = ("created_at", "provider_display", "model_display", "since", "until", "status", "progress_display")
-    list_filter = ("status", "provider")
-    search_fields = ("model",)
-    date_hierarchy = "created_at"
-    readonly_fields = (
-        "provider",
-        "model",
-        "since",
-        "until",
-        "status",
-        "progress_display",
-        "changed",
-        "error",
-        "created_at",
-        "started_at",
-        "finished_at",
-    )
-    fields = readonly_fields
-
-    @admin.display(description="Provider", ordering="provider")
-    def provider_display(self, obj):
-        return obj.provider or "all"
-
-    @admin.display(description="Model", ordering="model")
-    def model_display(self, obj):
-        return obj.model or "all"
-
-    @admin.display(description="Progress")
-    def progress_display(self, obj):
-        return f"{obj.processed:,} / {obj.total:,} ({obj.progress}%)"

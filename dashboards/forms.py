@@ -106,17 +106,3 @@ class LogFilterForm(UsageFilterForm):
             error_type=self.value("error_type") or "",
             search=self.value("q") or "",
         )
-
-
-class CostRecomputationForm(forms.Form):
-    """The date range a price change is applied to in the request log (UTC days, both included)."""
-
-    since = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-
-    def clean(self):
-        cleaned = super().clean()
-        since, until = cleaned.get("since"), cleaned.get("until")
-        if since and until and since > until:
-            raise forms.ValidationError("The first day must not be after the last.")
-        return cleaned

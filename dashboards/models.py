@@ -30,6 +30,7 @@ ADDITIVE_MEASURES = (
     "errors",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
     "cost",
     "latency_sum",
     "latency_count",
@@ -48,6 +49,7 @@ class Usage(models.Model):
     errors = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0, help_text="Input tokens read from a cache")
     cost = models.DecimalField(max_digits=24, decimal_places=10, default=0)
     latency_sum = models.BigIntegerField(default=0, help_text="ms, over the requests with a latency")
     latency_count = models.BigIntegerField(default=0)
@@ -191,42 +193,3 @@ class DailyFacetUsage(FacetUsage):
         verbose_name = "daily usage by dimension"
         verbose_name_plural = "daily usage by dimension"
         ordering = ["-bucket"]
-
-
-class CostRecomputation(models.Model):
-    """A background pass that reprices the request log over a date range, e.g. after a price override."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
-    provider = models.CharField(max_length=32, blank=True, help_text="Empty for every provider.")
-    model = models.CharField(max_length=200, blank=True, help_text="Empty for every model.")
-    since = models.DateField(help_text="First UTC day repriced.")
-    until = models.DateField(help_text="Last UTC day repriced (included).")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    total = models.BigIntegerField(default=0, help_text="Request logs in the range.")
-    processed = models.BigIntegerField(default=0)
-    changed = models.BigIntegerField(default=0, help_text="Request logs whose cost changed.")
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self):
-        scope = f"{self.provider or 'all providers'}/{self.model or 'all models'}"
-        return f"{scope} {self.since:%Y-%m-%d}..{self.until:%Y-%m-%d}"
-
-    @property
-    def progress(self) -> int:
-        """Percent of the range's request logs processed so far."""
-        if self.status == self.Status.DONE:
-            return 100
-        if not self.total:
-            return 0
-        return min(100, self.processed * 100 // self.total)

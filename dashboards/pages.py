@@ -208,6 +208,7 @@ def _charts(*, window: Window, series: list[UsageStats], errors_by_type: dict[st
             "datasets": [
                 line("Input tokens", [s.input_tokens for s in series], "#17becf"),
                 line("Output tokens", [s.output_tokens for s in series], "#9467bd"),
+                line("Cached input tokens", [s.cache_read_tokens for s in series], "#bcbd22"),
             ],
         },
         "latency": {

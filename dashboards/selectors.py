@@ -135,6 +135,7 @@ class UsageStats:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
     cost: Decimal = Decimal(0)
     latency_sum: int = 0
     latency_count: int = 0
@@ -159,6 +160,7 @@ class UsageStats:
             errors=value("errors"),
             input_tokens=value("input_tokens"),
             output_tokens=value("output_tokens"),
+            cache_read_tokens=value("cache_read_tokens"),
             cost=_decimal(sums.get("cost")),
             latency_sum=value("latency_sum"),
             latency_count=value("latency_count"),
@@ -638,7 +640,7 @@ def search_exporter():
     """The Elasticsearch exporter whose companion text indices serve explorer searches, or None.
 
     Only when Elasticsearch is an enabled exporter (ENABLED_EXPORTERS) and writes the
-    `<index>_text-*` search documents; otherwise the explorer searches PostgreSQL.
+    `text-<index>-*` search documents; otherwise the explorer searches PostgreSQL.
     """
     if "elasticsearch" not in settings.ENABLED_EXPORTERS:
         return None

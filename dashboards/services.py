@@ -1,4 +1,4 @@
-"""Writes for the dashboards: rebuilding rollups, repricing the request log and loading demo traffic."""
+"""Writes for the dashboards: rebuilding rollups and loading demo traffic."""
 
 from __future__ import annotations
 
@@ -7,26 +7,19 @@ import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 from django.db import connection, connections, transaction
-from django.db.models import Q
-from django.utils import timezone
 
 from dashboards import demo, rollups
-from dashboards.models import CostRecomputation
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
-from telemetry import pricing
 from telemetry.models import RequestLog
 
 Progress = Callable[[int, int], None]
 COPY_CHUNK_ROWS = 50_000
 ORM_BATCH_ROWS = 2_000
-RECOMPUTE_CHUNK_ROWS = 2_000
-COST_PLACES = Decimal("1e-10")
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -47,113 +40,6 @@ def rollups_rebuild(*, since: date, until: date, from_raw: bool = True, progress
         progress(done, len(days))
     rollups.analyze()
     return len(days)
-
-
-def cost_recomputation_start(*, provider: str = "", model: str = "", since: date, until: date) -> CostRecomputation:
-    """Record a repricing of the request log over `since`..`until` (UTC days, both included) and queue it.
-
-    An empty `provider` or `model` means every one. The task is queued once the row is committed,
-    so a worker never looks for a recomputation that is not there yet.
-    """
-    from dashboards import tasks
-
-    if since > until:
-        raise ValueError("since must not be after until")
-    recomputation = CostRecomputation.objects.create(provider=provider, model=model, since=since, until=until)
-    transaction.on_commit(lambda: tasks.recompute_costs.delay(recomputation.pk))
-    return recomputation
-
-
-def _recomputation_logs(recomputation: CostRecomputation):
-    start = datetime.combine(recomputation.since, time.min, tzinfo=UTC)
-    end = datetime.combine(recomputation.until + timedelta(days=1), time.min, tzinfo=UTC)
-    logs = RequestLog.objects.filter(timestamp__gte=start, timestamp__lt=end)
-    if recomputation.provider:
-        logs = logs.filter(provider=recomputation.provider)
-    if recomputation.model:
-        # The price is looked up under the upstream model when the route renamed it.
-        logs = logs.filter(
-            Q(model=recomputation.model) | Q(log_data__attributes__metadata__upstream_model=recomputation.model)
-        )
-    return logs
-
-
-def _priced_model(log: RequestLog) -> str:
-    metadata = (log.log_data or {}).get("attributes", {}).get("metadata") or {}
-    return metadata.get("upstream_model") or log.model or ""
-
-
-def _reprice_chunk(logs: list[RequestLog]) -> int:
-    """Write the current price of each log in `logs` where it differs; returns how many changed."""
-    changed = []
-    for log in logs:
-        cost = pricing.request_cost(
-            provider=log.provider or "",
-            model=_priced_model(log),
-            at=log.timestamp,
-            input_tokens=log.input_tokens,
-            output_tokens=log.output_tokens,
-        )
-        # A model no price is known for keeps the cost it was logged with.
-        if cost is None:
-            continue
-        new_cost = Decimal(str(cost)).quantize(COST_PLACES)
-        if log.cost is not None and log.cost == new_cost:
-            continue
-        log.cost = new_cost
-        log.log_data.setdefault("attributes", {}).setdefault("metadata", {})["cost"] = float(new_cost)
-        changed.append(log)
-    if changed:
-        RequestLog.objects.bulk_update(changed, ["cost", "log_data"], batch_size=RECOMPUTE_CHUNK_ROWS)
-    return len(changed)
-
-
-def cost_recomputation_run(*, recomputation_id: int) -> CostRecomputation:
-    """Reprice the request logs of a recomputation with today's prices and overrides, then rebuild its rollups.
-
-    Rows are walked in (timestamp, id) order, a chunk at a time, and progress is saved after each
-    chunk. Running it again is harmless: a cost already right is left alone.
-    """
-    recomputation = CostRecomputation.objects.get(pk=recomputation_id)
-    if recomputation.status == CostRecomputation.Status.DONE:
-        return recomputation
-    try:
-        recomputation.status = CostRecomputation.Status.RUNNING
-        recomputation.started_at = timezone.now()
-        recomputation.finished_at = None
-        recomputation.error = ""
-        recomputation.processed = recomputation.changed = 0
-        logs = _recomputation_logs(recomputation)
-        recomputation.total = logs.count()
-        recomputation.save(
-            update_fields=["status", "started_at", "finished_at", "error", "processed", "changed", "total"]
-        )
-        # Overrides saved moments ago must be seen, not the copy cached for the request path.
-        pricing.invalidate_overrides()
-        columns = ("id", "timestamp", "provider", "model", "input_tokens", "output_tokens", "cost", "log_data")
-        after: tuple[datetime, str] | None = None
-        while True:
-            chunk = logs.only(*columns).order_by("timestamp", "id")
-            if after is not None:
-                chunk = chunk.filter(Q(timestamp__gt=after[0]) | Q(timestamp=after[0], id__gt=after[1]))
-            rows = list(chunk[:RECOMPUTE_CHUNK_ROWS])
-            if not rows:
-                break
-            with transaction.atomic():
-                recomputation.changed += _reprice_chunk(rows)
-                recomputation.processed += len(rows)
-                recomputation.save(update_fields=["processed", "changed"])
-            after = (rows[-1].timestamp, rows[-1].pk)
-        rollups_rebuild(since=recomputation.since, until=recomputation.until)
-        recomputation.status = CostRecomputation.Status.DONE
-        recomputation.finished_at = timezone.now()
-        recomputation.save(update_fields=["status", "finished_at"])
-    except Exception as exc:
-        CostRecomputation.objects.filter(pk=recomputation_id).update(
-            status=CostRecomputation.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
-        raise
-    return recomputation
 
 
 @dataclass(frozen=True)

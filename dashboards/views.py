@@ -23,6 +23,7 @@ CSV_COLUMNS = (
     ("error_rate", "error_rate"),
     ("input_tokens", "input_tokens"),
     ("output_tokens", "output_tokens"),
+    ("cached_input_tokens", "cache_read_tokens"),
     ("cost_usd", "cost"),
     ("latency_p50_ms", "latency_p50"),
     ("latency_p95_ms", "latency_p95"),

@@ -198,6 +198,14 @@ TELEMETRY_LOCAL_BUFFER_MAX = _positive(
 )
 TELEMETRY_PUBLISHER = env.str("TELEMETRY_PUBLISHER", default="telemetry.handoff.CeleryPublisher")
 TELEMETRY_ENABLED = env.bool("TELEMETRY_ENABLED", default=True)
+# A record's document is cut down to this many bytes of JSON (payloads truncated, never the record dropped).
+TELEMETRY_MAX_DOCUMENT_BYTES = _positive(
+    "TELEMETRY_MAX_DOCUMENT_BYTES", env.int("TELEMETRY_MAX_DOCUMENT_BYTES", default=1024 * 1024)
+)
+# The hand-off publishes at most this many bytes of documents per broker message.
+TELEMETRY_PUBLISH_MAX_BYTES = _positive(
+    "TELEMETRY_PUBLISH_MAX_BYTES", env.int("TELEMETRY_PUBLISH_MAX_BYTES", default=4 * 1024 * 1024)
+)
 
 ENABLED_EXPORTERS = env.list("ENABLED_EXPORTERS", default=["postgres"])
 ENABLE_ELASTICSEARCH = env.bool("ENABLE_ELASTICSEARCH", default=False)
@@ -214,7 +222,7 @@ ELASTICSEARCH_CA_CERTS = env.str("ELASTICSEARCH_CA_CERTS", default="")
 ELASTICSEARCH_VERIFY_CERTS = env.bool("ELASTICSEARCH_VERIFY_CERTS", default=True)
 ELASTICSEARCH_PLAIN_JSON = env.bool("ELASTICSEARCH_PLAIN_JSON", default=False)
 ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0)
-# Companion documents in `<index>_text-*` make request and response content searchable.
+# Request and response text indexed (but not stored in _source) makes content searchable.
 ELASTICSEARCH_SEARCH_TEXT = env.bool("ELASTICSEARCH_SEARCH_TEXT", default=True)
 POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
 

@@ -1,13 +1,11 @@
 """Admin for tenants, keys, credentials and routing. Writes that carry secrets go through `proxy.services`."""
 
-from datetime import UTC, datetime
 from functools import cache
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db.models import Count, IntegerField, Min, OuterRef, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -18,16 +16,14 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from dashboards import services as dashboard_services
-from dashboards.forms import CostRecomputationForm
-from proxy import crypto, services
+from gateway_project import crypto
+from proxy import services
 from proxy.forms import GatewayKeyIssueForm, ProviderCredentialForm
 from proxy.models import (
     GatewayKey,
     Membership,
     ModelRoute,
     Organisation,
-    PriceOverride,
     Project,
     ProviderCredential,
 )
@@ -348,49 +344,3 @@ class ModelRouteAdmin(admin.ModelAdmin):
     list_display = ("model_name", "provider", "upstream_model")
     list_filter = ("provider",)
     search_fields = ("model_name", "upstream_model")
-
-
-@admin.register(PriceOverride)
-class PriceOverrideAdmin(admin.ModelAdmin):
-    list_display = ("provider", "model", "input_per_mtok", "output_per_mtok", "valid_from")
-    list_filter = ("provider",)
-    search_fields = ("model",)
-    date_hierarchy = "valid_from"
-    actions = ["recompute_costs"]
-
-    @admin.action(description="Recompute costs for a date range", permissions=["change"])
-    def recompute_costs(self, request, queryset):
-        """Ask for a date range, then reprice the request logs of each selected override's model."""
-        if "apply" in request.POST:
-            form = CostRecomputationForm(request.POST)
-            if form.is_valid():
-                pairs = sorted(set(queryset.values_list("provider", "model")))
-                for provider, model in pairs:
-                    dashboard_services.cost_recomputation_start(
-                        provider=provider,
-                        model=model,
-                        since=form.cleaned_data["since"],
-                        until=form.cleaned_data["until"],
-                    )
-                self.message_user(
-                    request,
-                    f"Recomputing costs for {len(pairs)} model(s) from {form.cleaned_data['since']:%Y-%m-%d} "
-                    f"to {form.cleaned_data['until']:%Y-%m-%d} in the background.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:dashboards_costrecomputation_changelist"))
-        else:
-            earliest = queryset.aggregate(earliest=Min("valid_from"))["earliest"]
-            today = datetime.now(UTC).date()
-            since = earliest.astimezone(UTC).date() if earliest else today
-            form = CostRecomputationForm(initial={"since": min(since, today), "until": today})
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Recompute costs for a date range",
-            "opts": self.model._meta,
-            "form": form,
-            "queryset": queryset,
-            "action": "recompute_costs",
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/dashboards/costrecomputation/start_form.html", context)

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from proxy import crypto
+from gateway_project import crypto
 from proxy.providers.registry import PROVIDER_CHOICES
 
 GATEWAY_KEY_PREFIX = "tg-"
@@ -248,19 +248,3 @@ class ModelRoute(models.Model):
 
     def __str__(self):
         return f"{self.model_name} → {self.provider}/{self.upstream_model or self.model_name}"
-
-
-class PriceOverride(models.Model):
-    """A price that wins over genai-prices for one provider and model."""
-
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
-    model = models.CharField(max_length=200)
-    input_per_mtok = models.DecimalField("input price per 1M tokens (USD)", max_digits=12, decimal_places=6)
-    output_per_mtok = models.DecimalField("output price per 1M tokens (USD)", max_digits=12, decimal_places=6)
-    valid_from = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["provider", "model", "-valid_from"]
-
-    def __str__(self):
-        return f"{self.provider}/{self.model} from {self.valid_from:%Y-%m-%d}"

@@ -8,8 +8,9 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from proxy import credentials, invalidation, routing
-from proxy.models import GatewayKey, ModelRoute, Organisation, PriceOverride, Project, ProviderCredential
+from proxy.models import GatewayKey, ModelRoute, Organisation, Project, ProviderCredential
 from telemetry import pricing
+from telemetry.models import PriceOverride
 
 
 @receiver([post_save, post_delete], sender=GatewayKey)

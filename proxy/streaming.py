@@ -98,9 +98,8 @@ class AnthropicToChatChunks:
         return b"".join(out) or None
 
     def finish(self, record: RequestRecord) -> bytes:
-        usage = self.translator.usage
-        if usage:
-            record.input_tokens, record.output_tokens = usage
+        # Anthropic's own counts, cache writes included, which the translated chunks cannot carry.
+        record.usage = self.translator.provider_usage
         return b""
 
 

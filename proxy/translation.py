@@ -479,6 +479,11 @@ class MessagesStreamTranslator:
         usage = _chat_usage(self._token_counts)
         return usage["prompt_tokens"], usage["completion_tokens"]
 
+    @property
+    def provider_usage(self) -> dict | None:
+        """Anthropic's usage object as counted so far, for the request log."""
+        return dict(self._token_counts) or None
+
     def feed(self, event_type: str | None, data: dict) -> list[dict]:
         """Translate one event; `event_type` falls back to the event's own `type` field."""
         match event_type or data.get("type"):

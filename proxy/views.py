@@ -375,6 +375,8 @@ class ProxyView(APIView):
         if not isinstance(parsed, dict):
             raise self.malformed_upstream(upstream)
         if to_chat:
+            # Priced from Anthropic's own counts: the chat shape has no place for cache writes.
+            self.record.usage = parsed.get("usage")
             try:
                 parsed = messages_response_to_chat(parsed, model=self.record.model)
             except (AttributeError, KeyError, TypeError):

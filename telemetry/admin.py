@@ -19,7 +19,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from gateway_project.admin_mixins import ReadOnlyAdminMixin
-from telemetry import services
+from telemetry import (
+    pricing_admin,  # noqa: F401  (registers the pricing admin)
+    services,
+)
 from telemetry.exporters import ExportError
 from telemetry.models import (
     REQUEST_CONTENT_PERMISSION,

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from telemetry import metrics
+from telemetry import chunking, metrics
 from telemetry.record import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class HandoffPipeline:
             return 0
         documents = list(self._unsent)
         try:
-            self.publisher.publish(documents)
+            chunking.publish_in_chunks(self.publisher, documents)
         except Exception:
             logger.warning("telemetry: publish failed, %d records kept locally", len(documents), exc_info=True)
             self._trim_unsent()

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from proxy import crypto
+from gateway_project import crypto
 
 
 class RequestLog(models.Model):
@@ -36,6 +36,8 @@ class RequestLog(models.Model):
     error_type = models.CharField(max_length=100, null=True)  # noqa: DJ001
     input_tokens = models.IntegerField()
     output_tokens = models.IntegerField()
+    # Of the input tokens, those read from the provider's prompt cache (metadata.tokens.cache_read).
+    cache_read_tokens = models.IntegerField(default=0, db_default=0)
     total_tokens = models.IntegerField()
     cost = models.DecimalField(max_digits=18, decimal_places=10, null=True)
     provider_latency = models.IntegerField(null=True, help_text="ms")
@@ -162,3 +164,62 @@ class ExporterSetting(models.Model):
     @api_key.setter
     def api_key(self, plaintext: str) -> None:
         self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+
+class PriceOverride(models.Model):
+    """A price that wins over genai-prices for one provider and model, from `valid_from` on."""
+
+    provider = models.CharField(max_length=32, help_text='The gateway\'s provider name, e.g. "openai"')
+    model = models.CharField(max_length=200)
+    input_per_mtok = models.DecimalField("input price per 1M tokens (USD)", max_digits=12, decimal_places=6)
+    output_per_mtok = models.DecimalField("output price per 1M tokens (USD)", max_digits=12, decimal_places=6)
+    valid_from = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # The table it had before pricing moved to telemetry.
+        db_table = "proxy_priceoverride"
+        ordering = ["provider", "model", "-valid_from"]
+
+    def __str__(self):
+        return f"{self.provider}/{self.model} from {self.valid_from:%Y-%m-%d}"
+
+
+class CostRecomputation(models.Model):
+    """A background pass that reprices the request log over a date range, e.g. after a price override."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    provider = models.CharField(max_length=32, blank=True, help_text="Empty for every provider.")
+    model = models.CharField(max_length=200, blank=True, help_text="Empty for every model.")
+    since = models.DateField(help_text="First UTC day repriced.")
+    until = models.DateField(help_text="Last UTC day repriced (included).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    total = models.BigIntegerField(default=0, help_text="Request logs in the range.")
+    processed = models.BigIntegerField(default=0)
+    changed = models.BigIntegerField(default=0, help_text="Request logs whose cost changed.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The table it had before pricing moved to telemetry.
+        db_table = "dashboards_costrecomputation"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        scope = f"{self.provider or 'all providers'}/{self.model or 'all models'}"
+        return f"{scope} {self.since:%Y-%m-%d}..{self.until:%Y-%m-%d}"
+
+    @property
+    def progress(self) -> int:
+        """Percent of the range's request logs processed so far."""
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.total:
+            return 0
+        return min(100, self.processed * 100 // self.total)

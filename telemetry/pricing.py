@@ -1,12 +1,23 @@
-"""The cost of one request: genai-prices, unless an admin override applies."""
+"""The cost of one request: genai-prices on the full usage, unless an admin override applies.
+
+Usage is read with genai-prices' own extractors, so cache reads and writes, audio and
+reasoning tokens are priced at their own rates, and tiered (long-context) prices apply
+to the whole request. Only the model lookup is cached; the price itself is computed
+per request, which costs a few microseconds.
+"""
+
+from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 
-from genai_prices import Usage, calc_price
+from genai_prices import Usage
+from genai_prices.data_snapshot import get_snapshot
+from genai_prices.types import ModelInfo, Provider
 
 logger = logging.getLogger(__name__)
 
@@ -18,13 +29,108 @@ _overrides_loaded_at = float("-inf")
 # genai-prices knows these providers under other ids.
 _PROVIDER_IDS = {"gemini": "google", "xai": "x-ai", "azure": "azure", "together": "together"}
 
+# The shapes a usage object comes in, and the genai-prices extractor that reads each.
+ANTHROPIC, CHAT, RESPONSES = "anthropic", "chat", "responses"
+_EXTRACTORS = {ANTHROPIC: ("anthropic", "default"), CHAT: ("openai", "chat"), RESPONSES: ("openai", "responses")}
+_REQUIRED = {
+    ANTHROPIC: ("input_tokens", "output_tokens"),
+    CHAT: ("prompt_tokens", "completion_tokens"),
+    RESPONSES: ("input_tokens", "output_tokens"),
+}
+
+# The record's `metadata.tokens` keys beyond input/output/total, and the genai-prices usage
+# field each one holds; kept where the provider reports them, so a repricing has them too.
+TOKEN_DETAILS = {
+    "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
+    "reasoning": "output_reasoning_tokens",
+    "input_audio": "input_audio_tokens",
+    "output_audio": "output_audio_tokens",
+    "cache_audio_read": "cache_audio_read_tokens",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """A request's token counts: input counts every input token, cached ones included."""
+
+    input: int = 0
+    output: int = 0
+    details: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    def as_metadata(self) -> dict[str, int]:
+        return {"input": self.input, "output": self.output, "total": self.total, **self.details}
+
+    def priced_usage(self) -> Usage:
+        values = {TOKEN_DETAILS[name]: value for name, value in self.details.items()}
+        return Usage(input_tokens=self.input, output_tokens=self.output, **values)
+
+    @classmethod
+    def from_metadata(cls, tokens) -> TokenUsage:
+        """The usage a stored record's `metadata.tokens` describes."""
+        tokens = tokens if isinstance(tokens, dict) else {}
+        details = {name: tokens[name] for name in TOKEN_DETAILS if _is_count(tokens.get(name))}
+        return cls(input=_count(tokens.get("input")), output=_count(tokens.get("output")), details=details)
+
+
+def usage_shape(usage: dict, *, anthropic: bool) -> str:
+    """Which provider's usage object this is: Anthropic's and OpenAI Responses' share key names."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        return CHAT
+    if anthropic or "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        return ANTHROPIC
+    return RESPONSES
+
+
+def token_usage(usage, *, anthropic: bool = False) -> TokenUsage | None:
+    """Token counts from a provider's `usage` object, read by genai-prices; None when there is none."""
+    if not isinstance(usage, dict):
+        return None
+    shape = usage_shape(usage, anthropic=anthropic)
+    # A counter the provider left out (or null) reads as zero rather than failing the extraction.
+    usage = {**usage, **{key: _count(usage.get(key)) for key in _REQUIRED[shape]}}
+    provider_id, flavor = _EXTRACTORS[shape]
+    try:
+        _, extracted = _provider(provider_id).extract_usage({"usage": usage}, api_flavor=flavor)
+    except (ValueError, TypeError):
+        logger.warning("telemetry: unreadable %s usage %r", shape, usage)
+        return TokenUsage(input=_count(usage.get(_REQUIRED[shape][0])), output=_count(usage.get(_REQUIRED[shape][1])))
+    reported = extracted.__dict__
+    details = {name: reported[key] for name, key in TOKEN_DETAILS.items() if _is_count(reported.get(key))}
+    return TokenUsage(
+        input=_count(reported.get("input_tokens")), output=_count(reported.get("output_tokens")), details=details
+    )
+
+
+@lru_cache(maxsize=16)
+def _provider(provider_id: str) -> Provider:
+    return get_snapshot().find_provider(None, provider_id, None)
+
+
+@lru_cache(maxsize=4096)
+def priced_model(provider: str, model: str) -> tuple[Provider, ModelInfo] | None:
+    """genai-prices' provider and model for a request, looked up once per pair; None when unknown."""
+    snapshot = get_snapshot()
+    provider_id = _PROVIDER_IDS.get(provider, provider)
+    for candidate in (provider_id, None):
+        try:
+            return snapshot.find_provider_model(model, None, candidate, None)
+        except LookupError:
+            continue
+    return None
+
 
 def _load_overrides() -> None:
     """Refresh the override table at most every 30 s, so an admin change shows up without a restart."""
     global _overrides, _overrides_loaded_at
     if time.monotonic() - _overrides_loaded_at < _OVERRIDES_TTL_SECONDS:
         return
-    from proxy.models import PriceOverride
+    from telemetry.models import PriceOverride
 
     table: dict[tuple[str, str], list[tuple[datetime, Decimal, Decimal]]] = {}
     for row in PriceOverride.objects.order_by("-valid_from").values_list(
@@ -41,41 +147,43 @@ def invalidate_overrides() -> None:
     _overrides_loaded_at = float("-inf")
 
 
-def _override_cost(provider: str, model: str, at: datetime, input_tokens: int, output_tokens: int) -> Decimal | None:
+def _override_cost(provider: str, model: str, at: datetime, usage: TokenUsage) -> Decimal | None:
+    # An override has one input and one output rate: every input token, cached or not, pays the input rate.
     for valid_from, input_price, output_price in _overrides.get((provider, model), ()):
         if valid_from <= at:
-            return (input_price * input_tokens + output_price * output_tokens) / MILLION
+            return (input_price * usage.input + output_price * usage.output) / MILLION
     return None
 
 
-@lru_cache(maxsize=4096)
-def _library_rates(provider: str, model: str) -> tuple[Decimal, Decimal] | None:
-    """Per-token input and output rates from genai-prices, looked up once per model."""
-    provider_id = _PROVIDER_IDS.get(provider, provider)
-    try:
-        input_only = calc_price(Usage(input_tokens=MILLION, output_tokens=0), model, provider_id=provider_id)
-        output_only = calc_price(Usage(input_tokens=0, output_tokens=MILLION), model, provider_id=provider_id)
-    except LookupError:
-        try:
-            input_only = calc_price(Usage(input_tokens=MILLION, output_tokens=0), model)
-            output_only = calc_price(Usage(input_tokens=0, output_tokens=MILLION), model)
-        except LookupError:
-            return None
-    return input_only.total_price / MILLION, output_only.total_price / MILLION
-
-
-def request_cost(*, provider: str, model: str, at: datetime, input_tokens: int, output_tokens: int) -> float | None:
+def request_cost(*, provider: str, model: str, at: datetime, usage: TokenUsage) -> float | None:
     """USD cost of a request, or None when no price is known for the model."""
-    if not model or not (input_tokens or output_tokens):
-        return 0.0 if model else None
+    if not model:
+        return None
     try:
         _load_overrides()
     except Exception:
         logger.warning("price overrides could not be loaded", exc_info=True)
-    cost = _override_cost(provider, model, at, input_tokens, output_tokens)
+    cost = _override_cost(provider, model, at, usage)
     if cost is None:
-        rates = _library_rates(provider, model)
-        if rates is None:
+        if not usage.total:
+            return 0.0
+        found = priced_model(provider, model)
+        if found is None:
             return None
-        cost = rates[0] * input_tokens + rates[1] * output_tokens
+        library_provider, library_model = found
+        try:
+            cost = library_model.calc_price(
+                usage.priced_usage(), library_provider, genai_request_timestamp=at
+            ).total_price
+        except (ValueError, TypeError):
+            logger.warning("telemetry: genai-prices could not price %s/%s for %r", provider, model, usage)
+            return None
     return float(round(cost, 10))
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _count(value) -> int:
+    return value if _is_count(value) else 0

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import orjson
 from django.conf import settings
 
-from telemetry import pricing
+from telemetry import pricing, storable
 
 SERVICE_NAME = "tollgate"
 SERVICE_VERSION = "0.1.0"
@@ -84,6 +84,8 @@ class RequestRecord:
     error_message: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # The provider's own usage object, where the client was sent another shape (a translated response).
+    usage: dict | None = None
     ttfb_ms: float | None = None
     latency_ms: float | None = None
     provider_latency_ms: float | None = None
@@ -120,14 +122,15 @@ class RequestRecord:
         request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
         streamed: list[dict] | None = None
         usage_estimated = False
+        reported_usage = None
         if self.stream_events is not None:
-            streamed, response, usage, provider_request_id = accumulate_stream(self.stream_dialect, self.stream_events)
-            if self.input_tokens is None and usage:
-                self.input_tokens, self.output_tokens = usage
+            streamed, response, reported_usage, provider_request_id = accumulate_stream(
+                self.stream_dialect, self.stream_events
+            )
             self.provider_request_id = self.provider_request_id or provider_request_id
             if self.response_body is not None:  # an error body sent instead of a stream
                 response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
-            elif self.input_tokens is None:
+            elif self.input_tokens is None and not reported_usage and self.usage is None:
                 # The stream ended before its usage (the client left, the provider cut it): bill an estimate.
                 estimated = self._estimated_usage(request, response)
                 if estimated is not None:
@@ -135,21 +138,14 @@ class RequestRecord:
                     usage_estimated = True
         else:
             response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
-            if self.input_tokens is None and isinstance(response, dict):
-                self.input_tokens, self.output_tokens = _usage_from_response(response)
+            if isinstance(response, dict):
+                reported_usage = response.get("usage")
                 self.provider_request_id = self.provider_request_id or _str_or_none(response.get("id"))
-        input_tokens = self.input_tokens or 0
-        output_tokens = self.output_tokens or 0
+        usage = self._token_usage(reported_usage)
         timestamp = datetime.fromtimestamp(self.started_at, tz=UTC)
         priced_model = self.upstream_model or self.model
         cost = (
-            pricing.request_cost(
-                provider=self.provider or "",
-                model=priced_model or "",
-                at=timestamp,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )
+            pricing.request_cost(provider=self.provider or "", model=priced_model or "", at=timestamp, usage=usage)
             if self.provider and priced_model
             else None
         )
@@ -161,7 +157,7 @@ class RequestRecord:
         if streamed is not None:
             response = response if isinstance(response, dict) else {"body": response}
             response["streamed_data"] = streamed
-        return {
+        document = {
             "timestamp": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "resource": {
                 "service.name": SERVICE_NAME,
@@ -187,8 +183,9 @@ class RequestRecord:
                     "project_name": self.project_name,
                     "latency": _ms(self.latency_ms),
                     "ttfb": _ms(self.ttfb_ms),
-                    "tokens": {"input": input_tokens, "output": output_tokens, "total": input_tokens + output_tokens},
+                    "tokens": usage.as_metadata(),
                     "cost": cost,
+                    "cost_unknown": cost is None and usage.total > 0,
                     "status": "error" if failed else "success",
                     "path": self.path,
                     "method": self.method,
@@ -213,6 +210,16 @@ class RequestRecord:
                 },
             },
         }
+        return storable.capped(storable.storable_text(document), max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
+
+    def _token_usage(self, reported) -> pricing.TokenUsage:
+        """Counts from the provider's usage object, read as genai-prices reads it."""
+        if self.usage is not None:
+            reported = self.usage
+        elif self.input_tokens is not None:
+            return pricing.TokenUsage(input=self.input_tokens, output=self.output_tokens or 0)
+        anthropic = self.stream_dialect == "anthropic" or self.path.endswith("/messages")
+        return pricing.token_usage(reported, anthropic=anthropic) or pricing.TokenUsage()
 
     def _estimated_usage(self, request, response) -> tuple[int, int] | None:
         prompt_chars = sum(_text_chars(request.get(key)) for key in _PROMPT_KEYS) if isinstance(request, dict) else 0
@@ -255,16 +262,6 @@ def _decode_body(body: bytes | None):
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return {"raw": body[:_RAW_TEXT_LIMIT].decode("utf-8", "replace")}
-
-
-def _usage_from_response(response: dict) -> tuple[int | None, int | None]:
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
-        return None, None
-    if "input_tokens" in usage:  # Anthropic messages and OpenAI responses
-        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-        return (usage.get("input_tokens") or 0) + cached, usage.get("output_tokens") or 0
-    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
 
 
 def _redact(request, response, streamed):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import Error as DatabaseError
-from django.db.models import Sum
+from django.db.models import Count, Max, Sum
 
 from telemetry.exporters import ExporterConfig
 from telemetry.models import ExporterSetting, RequestLog
@@ -137,3 +138,16 @@ def gateway_key_spend(*, org_id: str, key_id: int) -> Decimal:
         .get("total")
     )
     return total or Decimal(0)
+
+
+def unpriced_models(*, since: datetime) -> list[dict]:
+    """Models whose requests since `since` carried tokens but no known price, most requests first.
+
+    Each row: provider, model, requests, tokens and last_seen.
+    """
+    return list(
+        RequestLog.objects.filter(timestamp__gte=since, cost__isnull=True, total_tokens__gt=0)
+        .values("provider", "model")
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), last_seen=Max("timestamp"))
+        .order_by("-requests", "provider", "model")
+    )

@@ -36,7 +36,7 @@ def decoded_events(events: list[bytes]) -> list[dict]:
 
 
 def accumulate_stream(dialect: str | None, events: list[bytes]):
-    """(streamed_data, accumulated response, (input, output) tokens or None, provider request id)."""
+    """(streamed_data, accumulated response, the provider's usage object or None, provider request id)."""
     chunks = decoded_events(events)
     if dialect == "anthropic":
         response, usage = _accumulate_anthropic(chunks)
@@ -54,19 +54,19 @@ def _accumulate_openai(chunks: list[dict]):
         if chunk.get("type") == "response.completed" and isinstance(chunk.get("response"), dict):
             # The Responses API sends the whole final response as its last event.
             response = dict(chunk["response"])
-            usage = _usage_pair(response.get("usage"))
+            usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
             continue
         for key in ("id", "model", "created", "system_fingerprint"):
             if key in chunk and key not in response:
                 response[key] = chunk[key]
         if isinstance(chunk.get("usage"), dict):
-            usage = _usage_pair(chunk["usage"])
+            usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             _merge_choice(choices.setdefault(choice.get("index", 0), {"index": choice.get("index", 0)}), choice)
     if choices:
         response["choices"] = [choices[index] for index in sorted(choices)]
     if usage:
-        response["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+        response["usage"] = usage
     return response, usage
 
 
@@ -98,13 +98,13 @@ def _merge_choice(target: dict, choice: dict) -> None:
 def _accumulate_anthropic(chunks: list[dict]):
     response: dict = {}
     blocks: dict[int, dict] = {}
-    input_tokens = output_tokens = None
+    usage: dict = {}
     for chunk in chunks:
         kind = chunk.get("type")
         if kind == "message_start":
             message = chunk.get("message") or {}
             response = {key: value for key, value in message.items() if key not in ("content", "usage")}
-            input_tokens, output_tokens = _anthropic_usage(message.get("usage"), input_tokens, output_tokens)
+            _merge_anthropic_usage(usage, message.get("usage"))
         elif kind == "content_block_start":
             blocks[chunk.get("index", 0)] = dict(chunk.get("content_block") or {})
         elif kind == "content_block_delta":
@@ -118,34 +118,19 @@ def _accumulate_anthropic(chunks: list[dict]):
                 block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
         elif kind == "message_delta":
             response.update(chunk.get("delta") or {})
-            input_tokens, output_tokens = _anthropic_usage(chunk.get("usage"), input_tokens, output_tokens)
+            _merge_anthropic_usage(usage, chunk.get("usage"))
     for block in blocks.values():
         if "partial_json" in block:
             with contextlib.suppress(orjson.JSONDecodeError):
                 block["input"] = orjson.loads(block.pop("partial_json") or b"{}")
     if blocks:
         response["content"] = [blocks[index] for index in sorted(blocks)]
-    usage = None
-    if input_tokens is not None or output_tokens is not None:
-        usage = (input_tokens or 0, output_tokens or 0)
-        response["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1]}
-    return response, usage
+    if usage:
+        response["usage"] = usage
+    return response, usage or None
 
 
-def _anthropic_usage(usage, input_tokens, output_tokens):
-    if not isinstance(usage, dict):
-        return input_tokens, output_tokens
-    if usage.get("input_tokens") is not None:
-        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-        input_tokens = usage["input_tokens"] + cached
-    if usage.get("output_tokens") is not None:
-        output_tokens = usage["output_tokens"]
-    return input_tokens, output_tokens
-
-
-def _usage_pair(usage) -> tuple[int, int] | None:
-    if not isinstance(usage, dict):
-        return None
-    if "input_tokens" in usage:
-        return usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+def _merge_anthropic_usage(usage: dict, update) -> None:
+    # message_delta counts are cumulative and may be null until known: a number replaces, a null keeps.
+    if isinstance(update, dict):
+        usage.update({key: value for key, value in update.items() if value is not None})

@@ -14,6 +14,7 @@ from celery import shared_task
 from celery.result import EagerResult
 from celery.signals import worker_process_shutdown
 from django.conf import settings
+from django.db import OperationalError
 
 from telemetry import metrics, selectors, services
 from telemetry.exporters import export_queue, exporters
@@ -57,6 +58,20 @@ def export_batch(self, exporter_name: str, documents: list[dict]) -> None:
         ) from exc
     finally:
         _report_backlog(export_queue(exporter_name))
+
+
+@shared_task(
+    name="telemetry.recompute_costs",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def recompute_costs(recomputation_id: int) -> int:
+    """Reprice the request logs of one `CostRecomputation`; returns how many costs changed."""
+    from telemetry import recomputation
+
+    return recomputation.cost_recomputation_run(recomputation_id=recomputation_id).changed
 
 
 def retry_countdown(retries: int) -> float:

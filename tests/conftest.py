@@ -12,7 +12,8 @@ import pytest
 import uvicorn
 from django.conf import settings as django_settings
 
-from proxy import auth, credentials, crypto, routing
+from gateway_project import crypto
+from proxy import auth, credentials, routing
 from proxy.providers.registry import PROVIDERS
 from telemetry import handoff
 from tests.provider_server import ProviderServer

@@ -55,6 +55,7 @@ _LINKED_CELLS = (
     ("", "error_rate", percent),
     ("input_tokens", "input_tokens", number),
     ("output_tokens", "output_tokens", number),
+    ("cache_read_tokens", "cache_read_tokens", number),
     ("cost", "cost", usd),
     ("", "latency_p50", ms),
     ("", "latency_p95", ms),

@@ -77,6 +77,13 @@ class Exporter:
         """What a person should know about a store that works, e.g. that it is not the one they expect."""
         return []
 
+    def replace(self, batch: list[dict]) -> ExportResult:
+        """Overwrite the stored copies of these documents (repriced ones, say).
+
+        A store that is the request log itself (the Postgres exporter's table) has nothing to do.
+        """
+        return ExportResult(succeeded=[record_id(document) for document in batch])
+
     def shutdown(self) -> None:
         """Release connections; called when the exporter is replaced or the process stops."""
 

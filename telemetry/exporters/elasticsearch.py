@@ -2,8 +2,9 @@
 
 Each document goes to the index of its own timestamp's UTC day, with `_id` = the record id
 and `op_type: create`, so a retried batch meets its earlier copies as 409 conflicts, which
-count as success: one copy, however often a batch is sent. Search across days with the
-pattern `<index>-*`.
+count as success: one copy, however often a batch is sent. The alias `<index>` (exactly
+ELASTICSEARCH_INDEX) covers every daily index, so `GET <index>/_search` searches them all,
+as do the patterns `<index>-*` and `<index>*`: one document per request under each.
 
 Mapping (a composable index template for `<index>-*`, installed once per process and
 configuration):
@@ -20,10 +21,17 @@ configuration):
 
 The stored `_source` is exactly the record, so nothing can be added to it for search.
 Full-text search over the payloads has its own companion documents instead, in
-`<index>_text-YYYY.MM.DD` (same `_id`): the record's id, org, project, user and timestamp
+`text-<index>-YYYY.MM.DD` (same `_id`): the record's id, org, project, user and timestamp
 plus `attributes.request_text` / `attributes.response_text`, the strings found in the
-payloads, as text fields. A search over `<index>*` with those fields finds records; the
-records themselves live only in `<index>-*`.
+payloads, as text fields. The companions' names do not start with `<index>`, so neither
+`<index>*` nor the alias ever finds a request twice. (Indexing the text in the record's own
+document, kept out of `_source` with `_source.excludes`, would make one document; but
+compatible servers rewrite the stored `_source` when excluding from it, and it stops being
+exactly the record.) Earlier versions named the companions `<index>_text-*`, which
+`<index>*` matched: their template and indices are removed when the exporter first writes.
+
+Repricing (`replace`): the record and its companion are indexed again whole, over the
+stored copies.
 
 Retention: with `retention_days`, an ILM policy deletes indices that old. Clusters without
 ILM (OpenSearch and compatible servers) are pruned by the exporter instead: it deletes
@@ -54,6 +62,7 @@ from elasticsearch.helpers import streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from telemetry.exporters.base import Exporter, ExportError, ExportResult, parse_timestamp, record_id
+from telemetry.storable import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +94,9 @@ class Tokens(InnerDoc):
     input = Long()
     output = Long()
     total = Long()
+    cache_read = Long()
+    cache_write = Long()
+    reasoning = Long()
 
 
 class Metadata(InnerDoc):
@@ -94,6 +106,8 @@ class Metadata(InnerDoc):
     ttfb = Long()
     tokens = Object(Tokens)
     cost = Double()
+    cost_unknown = Boolean()
+    truncated_fields = Keyword()
     status = Keyword()
     path = Keyword()
     method = Keyword()
@@ -141,9 +155,16 @@ class SearchAttributes(InnerDoc):
     response_text = Text()
 
 
-def _template(pattern: str, mapping: Mapping, *, refresh_interval: float, lifecycle_policy: str | None) -> dict:
+SEARCH_FIELDS = ("attributes.request_text", "attributes.response_text")
+
+
+def _template(
+    pattern: str, mapping: Mapping, *, refresh_interval: float, lifecycle_policy: str | None, alias: str | None = None
+) -> dict:
     template = Index(pattern)
     template.mapping(mapping)
+    if alias:
+        template.aliases(**{alias: {}})
     if refresh_interval > 0:
         template.settings(refresh_interval=f"{round(refresh_interval * 1000)}ms")
     if lifecycle_policy:
@@ -151,8 +172,10 @@ def _template(pattern: str, mapping: Mapping, *, refresh_interval: float, lifecy
     return template.to_dict()
 
 
-def record_template(index: str, *, refresh_interval: float = 1.0, lifecycle_policy: str | None = None) -> dict:
-    """The `template` part of the composable template for the record indices `<index>-*`."""
+def record_template(
+    index: str, *, refresh_interval: float = 1.0, lifecycle_policy: str | None = None, alias: bool = True
+) -> dict:
+    """The `template` part of the composable template for the record indices `<index>-*`, aliased `<index>`."""
     mapping = Mapping()
     mapping.meta("dynamic", False)
     mapping.field("timestamp", Date())
@@ -167,18 +190,31 @@ def record_template(index: str, *, refresh_interval: float = 1.0, lifecycle_poli
     )
     mapping.field("name", Keyword())
     mapping.field("attributes", Object(Attributes))
-    return _template(f"{index}-*", mapping, refresh_interval=refresh_interval, lifecycle_policy=lifecycle_policy)
+    return _template(
+        f"{index}-*",
+        mapping,
+        refresh_interval=refresh_interval,
+        lifecycle_policy=lifecycle_policy,
+        alias=index if alias else None,
+    )
 
 
 def search_template(index: str, *, refresh_interval: float = 1.0, lifecycle_policy: str | None = None) -> dict:
-    """The template for the companion search indices `<index>_text-*`."""
+    """The template for the companion search indices `text-<index>-*`."""
     mapping = Mapping()
     mapping.meta("dynamic", False)
     # The text is only for matching; a hit's id and timestamp are all a search reads back.
-    mapping.meta("_source", excludes=["attributes.request_text", "attributes.response_text"])
+    mapping.meta("_source", excludes=list(SEARCH_FIELDS))
     mapping.field("timestamp", Date())
     mapping.field("attributes", Object(SearchAttributes))
-    return _template(f"{index}_text-*", mapping, refresh_interval=refresh_interval, lifecycle_policy=lifecycle_policy)
+    return _template(
+        f"{search_index_prefix(index)}-*", mapping, refresh_interval=refresh_interval, lifecycle_policy=lifecycle_policy
+    )
+
+
+def search_index_prefix(index: str) -> str:
+    """The companions' prefix: one that `<index>*` does not match."""
+    return f"text-{index}"
 
 
 def search_text(value, *, skip: str | None = None) -> str:
@@ -248,7 +284,7 @@ class ElasticsearchExporter(Exporter):
             raise ValueError(f"not a valid index name (lowercase, no wildcards): {index!r}")
         self.url = url
         self.index = index
-        self.search_index = f"{index}_text" if search_text else None
+        self.search_index = search_index_prefix(index) if search_text else None
         self.retention_days = int(retention_days)
         self.batch_size = int(batch_size)
         self.flush_interval = float(flush_interval)
@@ -283,6 +319,13 @@ class ElasticsearchExporter(Exporter):
         return f"{family or self.index}-{parse_timestamp(document.get('timestamp')):%Y.%m.%d}"
 
     def export(self, batch: list[dict]) -> ExportResult:
+        return self._write(batch, op_type="create")
+
+    def replace(self, batch: list[dict]) -> ExportResult:
+        """Index the documents again whole, over their stored copies (after a repricing)."""
+        return self._write(batch, op_type="index")
+
+    def _write(self, batch: list[dict], *, op_type: str) -> ExportResult:
         result = ExportResult()
         records, companions = [], {}
         seen = set()
@@ -294,14 +337,15 @@ class ElasticsearchExporter(Exporter):
             if rid.startswith("sha1:"):
                 result.failed[rid] = "document has no attributes.id"
                 continue
+            document = storable_text(document)
             try:
-                records.append(_create(self.index_for(document), rid, document))
+                records.append(_action(op_type, self.index_for(document), rid, document))
                 companion = search_document(document) if self.search_index else None
             except (KeyError, TypeError, ValueError) as exc:
                 result.failed[rid] = f"does not fit the index: {exc}"
                 continue
             if companion is not None:
-                companions[rid] = _create(self.index_for(document, self.search_index), rid, companion)
+                companions[rid] = _action(op_type, self.index_for(document, self.search_index), rid, companion)
         if not records:
             return result
         try:
@@ -400,11 +444,57 @@ class ElasticsearchExporter(Exporter):
         if self.retention_days > 0:
             self._lifecycle_policy = self._install_lifecycle_policy()
         options = {"refresh_interval": self.flush_interval, "lifecycle_policy": self._lifecycle_policy}
-        self._install_template(self.index, f"{self.index}-*", record_template(self.index, **options))
+        # An index of that very name (made by hand, say) would make every new daily index fail on the alias.
+        aliased = not self._index_named_like_the_alias()
+        self._install_template(self.index, f"{self.index}-*", record_template(self.index, **options, alias=aliased))
         if self.search_index:
             self._install_template(self.search_index, f"{self.search_index}-*", search_template(self.index, **options))
+        if aliased:
+            self._alias_existing_indices()
+        self._remove_legacy_companions()
         self._prepared = True
         self._maybe_prune()
+
+    def _index_named_like_the_alias(self) -> bool:
+        try:
+            found = self.client.indices.get(index=self.index, ignore_unavailable=True, allow_no_indices=True)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        if self.index in found:
+            logger.error(
+                "telemetry: an index named %s exists, so no alias of that name covers the daily indices", self.index
+            )
+            return True
+        return False
+
+    def _alias_existing_indices(self) -> None:
+        """Daily indices created before the template had its alias get it too."""
+        try:
+            if self.client.indices.get(index=f"{self.index}-*", allow_no_indices=True, expand_wildcards="open"):
+                self.client.indices.put_alias(index=f"{self.index}-*", name=self.index)
+        except ApiError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise
+            logger.error("telemetry: alias %s was refused: %s", self.index, _describe_exception(exc))
+
+    def _remove_legacy_companions(self) -> None:
+        """Drop the `<index>_text-*` companions of earlier versions, which doubled every hit under `<index>*`."""
+        legacy = f"{self.index}_text"
+        try:
+            names = list(self.client.indices.get(index=f"{legacy}-*", allow_no_indices=True, expand_wildcards="all"))
+            for name in names:
+                self.client.indices.delete(index=name)
+            if names:
+                logger.info("telemetry: removed %d companion search indices %s-*", len(names), legacy)
+            self.client.indices.delete_index_template(name=legacy)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise
+            logger.error("telemetry: companion indices %s-* could not be removed: %s", legacy, _describe_exception(exc))
 
     def _install_template(self, name: str, pattern: str, body: dict) -> None:
         try:
@@ -466,8 +556,8 @@ class ElasticsearchExporter(Exporter):
         return expired
 
 
-def _create(index: str, rid: str, source: dict) -> dict:
-    return {"_op_type": "create", "_index": index, "_id": rid, "_source": source}
+def _action(op_type: str, index: str, rid: str, source: dict) -> dict:
+    return {"_op_type": op_type, "_index": index, "_id": rid, "_source": source}
 
 
 def _describe_item_error(status: int, error) -> str:

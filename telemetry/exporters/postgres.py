@@ -30,7 +30,8 @@ After-insert hooks (TELEMETRY_POSTGRES_AFTER_INSERT, a list of dotted paths):
 
 A document whose fields do not fit the table's columns (a non-numeric latency, a timestamp
 that is not one) is refused for good and ends up in dead letters; the rest of its batch
-is written. The JSON document itself is stored unchanged in `log_data`.
+is written. The JSON document itself is stored unchanged in `log_data`, except for text
+PostgreSQL refuses (NUL, lone surrogates), which becomes U+FFFD (`telemetry.storable`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from django.utils.module_loading import import_string
 from psycopg.errors import UniqueViolation
 
 from telemetry.exporters.base import Exporter, ExportError, ExportResult, json_bytes, parse_timestamp, record_id
+from telemetry.storable import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ COLUMNS = (
     "error_type",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
     "total_tokens",
     "cost",
     "provider_latency",
@@ -276,7 +279,7 @@ class _Rows:
         made = []
         for document in self._documents:
             try:
-                row = table_row(document)
+                row = table_row(storable_text(document))
             except (KeyError, TypeError, ValueError) as exc:
                 self._failed[record_id(document)] = f"does not fit the request log table: {exc}"
                 continue
@@ -330,6 +333,7 @@ def table_row(document: dict) -> tuple:
         _text(metadata.get("error_type"), 100),
         input_tokens,
         output_tokens,
+        _integer(tokens.get("cache_read"), "tokens.cache_read", limit=_INT32) or 0,
         _integer(total, "tokens.total", limit=_INT32) if total is not None else input_tokens + output_tokens,
         _cost(metadata.get("cost")),
         _integer(metadata.get("provider_latency"), "provider_latency", limit=_INT32),

@@ -9,10 +9,9 @@ import pytest
 from django.db.models import Sum
 from django.urls import reverse
 
-from dashboards import services
-from dashboards.models import CostRecomputation, DailyProjectUsage, DailyUsage
-from proxy.models import PriceOverride
-from telemetry.models import RequestLog
+from dashboards.models import DailyProjectUsage, DailyUsage
+from telemetry import recomputation as services
+from telemetry.models import CostRecomputation, PriceOverride, RequestLog
 from tests.dashboards.conftest import export_logs, make_log
 
 OLD_COST = Decimal("0.0001500000")
@@ -161,7 +160,7 @@ def test_progress_reads_as_a_fraction():
 def test_the_admin_action_asks_for_a_range_then_starts_a_recomputation(
     admin_client, override, now, django_capture_on_commit_callbacks
 ):
-    changelist = reverse("admin:proxy_priceoverride_changelist")
+    changelist = reverse("admin:telemetry_priceoverride_changelist")
     selection = {"action": "recompute_costs", "_selected_action": [override.pk]}
 
     form_page = admin_client.post(changelist, selection)
@@ -177,7 +176,7 @@ def test_the_admin_action_asks_for_a_range_then_starts_a_recomputation(
         )
 
     assert response.status_code == 302
-    assert response.url == reverse("admin:dashboards_costrecomputation_changelist")
+    assert response.url == reverse("admin:telemetry_costrecomputation_changelist")
     recomputation = CostRecomputation.objects.get()
     assert (recomputation.provider, recomputation.model) == ("openai", "gpt-4o-mini")
     assert (recomputation.since, recomputation.until) == (since, now.date())
@@ -191,7 +190,7 @@ def test_the_admin_action_asks_for_a_range_then_starts_a_recomputation(
 
 def test_the_admin_action_rejects_a_backwards_range(admin_client, override, now):
     response = admin_client.post(
-        reverse("admin:proxy_priceoverride_changelist"),
+        reverse("admin:telemetry_priceoverride_changelist"),
         {
             "action": "recompute_costs",
             "_selected_action": [override.pk],

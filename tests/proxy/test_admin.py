@@ -16,14 +16,13 @@ from proxy.models import (
     Membership,
     ModelRoute,
     Organisation,
-    PriceOverride,
     ProviderCredential,
     hash_gateway_key,
 )
 
 pytestmark = pytest.mark.django_db
 
-MODELS = ["organisation", "project", "membership", "gatewaykey", "providercredential", "modelroute", "priceoverride"]
+MODELS = ["organisation", "project", "membership", "gatewaykey", "providercredential", "modelroute"]
 PLAINTEXT_KEY = re.compile(r"tg-[A-Za-z0-9_-]{20,}")
 PROVIDER_KEY = "sk-live-a1b2c3d4e5f6g7h8i9j0-9876"
 
@@ -55,7 +54,6 @@ def populated(org, project, admin_user):
     services.gateway_key_issue(org=org, name="ops")
     services.provider_credential_set(org=org, provider="openai", api_key=PROVIDER_KEY)
     ModelRoute.objects.create(model_name="fast", provider="groq", upstream_model="llama-3.1-8b-instant")
-    PriceOverride.objects.create(provider="openai", model="gpt-4o", input_per_mtok="2.5", output_per_mtok="10")
 
 
 @pytest.mark.usefixtures("populated")

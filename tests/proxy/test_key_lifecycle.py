@@ -310,7 +310,8 @@ def test_a_flood_of_unknown_well_formed_keys_does_not_evict_a_valid_key(caller, 
 
 
 def test_routes_credentials_and_prices_from_admin_apply_to_the_next_request(caller, published, provider_server):
-    from proxy.models import ModelRoute, PriceOverride
+    from proxy.models import ModelRoute
+    from telemetry.models import PriceOverride
 
     house = {"model": "house-model", "messages": [{"role": "user", "content": "x"}]}
     headers = {"authorization": f"Bearer {caller.key}"}

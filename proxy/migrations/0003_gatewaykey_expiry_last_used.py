@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("proxy", "0001_initial"),
+        ("proxy", "0002_price_override_to_telemetry"),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('telemetry', '0002_log_data_lz4'),
+        ('telemetry', '0004_cache_read_tokens'),
     ]
 
     operations = [
