@@ -217,6 +217,10 @@ class ProxyView(APIView):
             raise invalid_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
         if not isinstance(payload, dict):
             raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+        if _nested_deeper_than(body, payload, MAX_JSON_DEPTH):
+            raise invalid_request(
+                f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", code="invalid_json"
+            )
         self.record.request_json = payload
         model = payload.get("model")
         if not isinstance(model, str) or not model:
@@ -422,6 +426,24 @@ def _url(url: str) -> httpx.URL:
 @lru_cache(maxsize=16)
 def _timeout(total: float, connect: float) -> httpx.Timeout:
     return httpx.Timeout(total, connect=connect)
+
+
+# Far deeper than any API body; orjson writes at most 255 levels, and the record nests the body further.
+MAX_JSON_DEPTH = 128
+
+
+def _nested_deeper_than(body: bytes, payload, limit: int) -> bool:
+    # Counting brackets runs in C; only a body with that many is walked.
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return False
+    level = [(payload, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _json_or_none(body: bytes):

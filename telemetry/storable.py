@@ -18,6 +18,7 @@ import orjson
 
 REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
 TRUNCATION_MARK = "…[truncated]"
+UNSTORABLE_MARK = "[not stored: nested deeper than JSON stores accept]"
 _REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 _INT64 = 2**63 - 1
 # Room for the marker list and the cut markers themselves.
@@ -35,8 +36,32 @@ def storable_text(document: dict) -> dict:
     try:
         encoded = orjson.dumps(document)
     except TypeError:
-        return _clean(document)
+        return _serialisable(document)
     return _clean(document) if b"\\u0000" in encoded else document
+
+
+def _serialisable(document: dict) -> dict:
+    """A document orjson refused: cleaned, and any payload it still cannot write (nested past
+    its depth limit, say) replaced by a marker listed in `metadata.truncated_fields`."""
+    try:
+        document = _clean(document)
+        orjson.dumps(document)
+        return document
+    except (TypeError, RecursionError):
+        pass
+    attributes = document["attributes"]
+    replaced = []
+    for key in ("request", "response"):
+        try:
+            attributes[key] = _clean(attributes.get(key))
+            orjson.dumps(attributes[key])
+        except (TypeError, RecursionError):
+            attributes[key] = UNSTORABLE_MARK
+            replaced.append(f"attributes.{key}")
+    metadata = attributes.get("metadata")
+    if isinstance(metadata, dict):
+        metadata["truncated_fields"] = replaced
+    return document
 
 
 def _clean(value):
@@ -78,7 +103,7 @@ def capped(document: dict, *, max_bytes: int) -> dict:
                 size = len(orjson.dumps(document))
     metadata = attributes.get("metadata")
     if isinstance(metadata, dict):
-        metadata["truncated_fields"] = truncated
+        metadata["truncated_fields"] = [*metadata.get("truncated_fields", ()), *truncated]
     return document
 
 

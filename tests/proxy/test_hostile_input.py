@@ -431,3 +431,34 @@ def test_stream_that_is_not_a_boolean_is_400(caller, published, path, monkeypatc
     assert_error_format(response, path, 400, "invalid_type", "invalid_request_error")
     if path != MESSAGES:
         assert response.json()["error"]["param"] == "stream"
+
+
+def _nested_body(depth: int) -> bytes:
+    # {"model": ..., "messages": [{"role": "user", "content": [[[...]]]}]}, `depth` levels in all.
+    inner = b"[" * (depth - 4) + b"]" * (depth - 4)
+    return b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":' + inner + b"}]}"
+
+
+@pytest.mark.parametrize("path", [CHAT, MESSAGES])
+def test_a_body_nested_past_the_depth_limit_is_400_and_its_record_is_kept(caller, published, path):
+    body = _nested_body(600)
+    assert orjson.loads(body)  # valid JSON that orjson reads, but cannot write back
+
+    response = httpx.post(
+        caller.gateway_url + path, content=body, headers=auth(path, caller.key) | {"content-type": "application/json"}
+    )
+
+    assert_error_format(response, path, 400, "invalid_json", "invalid_request_error")
+    assert "nested" in response.text
+    document = published.wait_for(response.headers["x-request-id"])
+    orjson.dumps(document)  # the record is one every store can take
+    assert document["attributes"]["metadata"]["status_code"] == 400
+
+
+def test_a_body_nested_within_the_limit_is_forwarded(caller, published):
+    response = httpx.post(
+        caller.gateway_url + CHAT,
+        content=_nested_body(100),
+        headers=auth(CHAT, caller.key) | {"content-type": "application/json"},
+    )
+    assert response.status_code == 200

@@ -155,3 +155,20 @@ def test_the_handoff_publishes_in_byte_bounded_chunks(settings):
     assert len(calls) > 1
     assert all(sum(len(orjson.dumps(doc)) + 1 for doc in call) <= 64 * 1024 for call in calls)
     assert [doc["attributes"]["id"] for call in calls for doc in call] == [record.id for record in records]
+
+
+def test_a_payload_nested_past_what_json_writers_accept_is_replaced_and_marked():
+    from telemetry import storable
+
+    record = plain_record(provider="openai")
+    deep: list = []
+    for _ in range(400):
+        deep = [deep]
+    record.request_json = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": deep}]}
+
+    document = record.to_document()
+
+    orjson.dumps(document)
+    assert document["attributes"]["request"] == storable.UNSTORABLE_MARK
+    assert document["attributes"]["metadata"]["truncated_fields"] == ["attributes.request"]
+    assert document["attributes"]["id"] == record.id
