@@ -246,6 +246,11 @@ class ExporterSettingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.initial_secrets = bool(self.instance.password_encrypted or self.instance.api_key_encrypted)
         self.fields["backend"].choices = installed_exporter_choices(self.instance.backend)
+        self.fields["url"].label = "URL"
+        # Workers re-read these rows on a timer, unlike the proxy's settings, which apply at once.
+        self.fields["enabled"].help_text = (
+            f"Changes here reach running export workers within {settings.TELEMETRY_EXPORTER_SETTINGS_TTL:g} s."
+        )
 
     def secret_changes(self) -> dict:
         if self.cleaned_data.get("clear_secrets"):

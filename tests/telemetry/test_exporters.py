@@ -540,3 +540,13 @@ def test_records_queued_for_an_exporter_that_is_then_disabled_become_dead_letter
     selectors.exporter_configs_forget()
     assert services.dead_letter_retry(dead_letters=DeadLetter.objects.filter(exporter="postgres")).exported == 3
     assert RequestLog.objects.filter(pk__in=ids_of(batch)).count() == 3
+
+
+def test_the_exporter_page_labels_the_url_and_says_when_changes_apply(admin_client_logged_in, settings):
+    configure_exporters(es_url="http://127.0.0.1:9")
+    setting = ExporterSetting.objects.get(name="elasticsearch")
+
+    page = admin_client_logged_in.get(reverse("admin:telemetry_exportersetting_change", args=[setting.pk]))
+
+    assert '<label for="id_url">URL:</label>' in page.content.decode()
+    assert f"within {settings.TELEMETRY_EXPORTER_SETTINGS_TTL:g} s" in page.content.decode()
