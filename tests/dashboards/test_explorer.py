@@ -131,3 +131,19 @@ def test_detail_of_an_error(tenancy, traffic, client_for):
     html = client_for(tenancy.member).get(reverse("dashboards:log_detail", args=["acme", failed.pk])).content.decode()
     assert 'data-testid="error-type">server_error' in html
     assert "server_error happened" in html
+
+
+def test_detail_says_when_usage_was_estimated_the_price_unknown_and_why_it_failed(tenancy, client_for):
+    log = make_log(org="acme", model="house-model", cost=None, status="error", error_type="upstream_unreachable")
+    log.log_data["attributes"]["metadata"] |= {
+        "usage_estimated": True,
+        "cost_unknown": True,
+        "error_message": "openai at 127.0.0.1:9 could not be reached: connection refused",
+    }
+    [log] = export_logs([log])
+
+    html = client_for(tenancy.member).get(reverse("dashboards:log_detail", args=["acme", log.pk])).content.decode()
+
+    assert 'data-testid="usage-estimated">estimated' in html
+    assert 'data-testid="cost">unknown' in html
+    assert "127.0.0.1:9 could not be reached: connection refused" in html
