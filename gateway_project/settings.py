@@ -163,6 +163,13 @@ TELEMETRY_LOCAL_BUFFER_MAX = _positive(
 )
 TELEMETRY_PUBLISHER = env.str("TELEMETRY_PUBLISHER", default="telemetry.handoff.CeleryPublisher")
 TELEMETRY_ENABLED = env.bool("TELEMETRY_ENABLED", default=True)
+# Every finished record is written to a local journal before it counts as handed off, so that a
+# killed web process or a broker outage across a restart loses nothing (see telemetry.journal).
+GATEWAY_JOURNAL_ENABLED = env.bool("GATEWAY_JOURNAL_ENABLED", default=True)
+GATEWAY_JOURNAL_DIR = Path(env.str("GATEWAY_JOURNAL_DIR", default=str(VAR_DIR / "journal")))
+GATEWAY_JOURNAL_MAX_BYTES = _positive(
+    "GATEWAY_JOURNAL_MAX_BYTES", env.int("GATEWAY_JOURNAL_MAX_BYTES", default=1024 * 1024 * 1024)
+)
 
 ENABLED_EXPORTERS = env.list("ENABLED_EXPORTERS", default=["postgres"])
 ENABLE_ELASTICSEARCH = env.bool("ENABLE_ELASTICSEARCH", default=False)

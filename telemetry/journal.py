@@ -1,0 +1,291 @@
+"""The local journal: request records on disk from the moment they are finished until the broker has them.
+
+Borrowed from Vector's disk buffer and Fluent Bit's filesystem storage. Each process appends
+every finished record, one orjson line and one write(2) with no fsync, to the active segment of
+its own directory, `<GATEWAY_JOURNAL_DIR>/<pid>-<token>/<seq>.seg`. Once write(2) has returned the
+record is the kernel's: a killed process loses nothing it had answered for. The hand-off thread
+seals the active segment every flush interval, fsyncs it and deletes it once the broker has
+acknowledged the publish of its records.
+
+A process holds an exclusive flock on its directory's lock file for as long as it lives. A
+directory whose lock can be taken belongs to a process that is gone: whoever takes the lock ships
+what that process left. Replayed records may have been published already; the stores skip record
+ids they have, so that costs a duplicate publish, never a duplicate row.
+
+The journal is bounded by GATEWAY_JOURNAL_MAX_BYTES: a record that would take it past the bound is
+dropped, counted in `telemetry_journal_dropped_records_total` and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import operator
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import orjson
+
+from telemetry import metrics
+from telemetry.record import RequestRecord
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "lock"
+SUFFIX = ".seg"
+_NAMES = tuple(f.name for f in fields(RequestRecord))
+_values_of = operator.attrgetter(*_NAMES)
+# A segment names the fields once, in its first line; each record is then an array of values,
+# cheaper to write than an object, and still readable by a version whose record has changed.
+_HEADER = orjson.dumps({"fields": _NAMES}) + b"\n"
+# Raw bodies and stream events are bytes, which JSON cannot hold: they go as latin-1 text, byte for byte.
+_BYTES_FIELDS = frozenset(f.name for f in fields(RequestRecord) if "bytes" in str(f.type))
+
+
+def _bytes_as_text(value):
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("latin-1")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_record(record: RequestRecord) -> bytes:
+    return orjson.dumps(_values_of(record), default=_bytes_as_text) + b"\n"
+
+
+def decode_segment(data: bytes) -> tuple[list[RequestRecord], int]:
+    """The records in a segment's bytes, and how many lines could not be read."""
+    lines = data.splitlines()
+    if not lines:
+        return [], 0
+    try:
+        names = orjson.loads(lines[0])["fields"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return [], len(lines)
+    records, unreadable = [], 0
+    for line in lines[1:]:
+        try:
+            records.append(_decode_record(names, orjson.loads(line)))
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+            unreadable += 1
+    return records, unreadable
+
+
+def _decode_record(names: list[str], values: list) -> RequestRecord:
+    if not isinstance(values, list) or len(values) != len(names):
+        raise ValueError("not a journal record")
+    data = {}
+    for name, value in zip(names, values, strict=True):
+        if name in _BYTES_FIELDS:
+            if isinstance(value, str):
+                value = value.encode("latin-1")
+            elif isinstance(value, list):
+                value = [item.encode("latin-1") for item in value]
+        data[name] = value
+    return RequestRecord(**{name: value for name, value in data.items() if name in _NAMES})
+
+
+@dataclass(eq=False)
+class Segment:
+    """A sealed segment: its file (None when the journal is off) and, while in memory, its contents."""
+
+    path: Path | None
+    size: int
+    records: list[RequestRecord] | None = None
+    documents: list[dict] | None = None
+    owner: Path | None = field(default=None, repr=False)
+
+    @property
+    def count(self) -> int:
+        held = self.documents if self.documents is not None else self.records
+        return len(held) if held is not None else 0
+
+
+class Journal:
+    """One process's journal directory, and the directories of dead processes it has taken over.
+
+    `append` runs on the event loop; everything else on the hand-off thread.
+    """
+
+    def __init__(self, root: Path | None, *, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._directory: Path | None = None
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._seq = 0
+        self._active_size = 0
+        self._active: list[RequestRecord] = []
+        self._bytes = 0
+        self._dropped = 0
+        self._taken_over: dict[Path, tuple[int, int]] = {}  # directory -> (lock fd, segments left)
+        self._held_locks: list[int] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self._active)
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk: the active segment, sealed ones not yet shipped and those taken over."""
+        return self._bytes
+
+    # --- The hot path -----------------------------------------------------------
+
+    def append(self, record: RequestRecord) -> None:
+        """Write the record to the active segment (no fsync) and hold it for the next seal."""
+        if self.root is None:
+            self._active.append(record)
+            return
+        try:
+            line = encode_record(record)
+        except TypeError:
+            logger.exception("telemetry: request record %s cannot be journaled; kept in memory only", record.id)
+            line = b""
+        with self._lock:
+            if self._bytes + len(line) > self.max_bytes:
+                self._dropped += 1
+                metrics.TELEMETRY_JOURNAL_DROPPED.labels("journal_full").inc()
+                return
+            if line:
+                try:
+                    if self._fd is None:
+                        self._open_segment()
+                    os.write(self._fd, line)
+                except OSError:
+                    logger.exception("telemetry: cannot write the journal; record %s kept in memory only", record.id)
+                else:
+                    self._bytes += len(line)
+                    self._active_size += len(line)
+            self._active.append(record)
+
+    def _open_segment(self) -> None:
+        if self._directory is None:
+            self._directory = self._make_directory()
+        self._seq += 1
+        self._path = self._directory / f"{self._seq:012d}{SUFFIX}"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.write(self._fd, _HEADER)
+        self._active_size = len(_HEADER)
+        self._bytes += len(_HEADER)
+
+    def _make_directory(self) -> Path:
+        """This process's directory, locked before it gets its name, so no one takes it for a dead one's."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        staging = self.root / f".new-{name}"
+        staging.mkdir()
+        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._held_locks.append(fd)
+        directory = self.root / name
+        staging.rename(directory)
+        return directory
+
+    # --- The hand-off thread ------------------------------------------------------
+
+    def seal(self) -> Segment | None:
+        """Close the active segment and return it with its records; fsync it once, here."""
+        with self._lock:
+            if not self._active:
+                return None
+            records, self._active = self._active, []
+            fd, path, size = self._fd, self._path, self._active_size
+            self._fd = self._path = None
+            self._active_size = 0
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return Segment(path=path, size=size, records=records, owner=self._directory)
+
+    def report_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            logger.error(
+                "telemetry: journal full (GATEWAY_JOURNAL_MAX_BYTES=%d), dropped %d request records",
+                self.max_bytes,
+                dropped,
+            )
+
+    def take_over_dead(self) -> list[Segment]:
+        """Segments left by processes that are gone (their directory's lock is free), oldest first."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        segments: list[Segment] = []
+        for directory in sorted(self.root.iterdir()):
+            if directory.name.startswith(".") or directory == self._directory or directory in self._taken_over:
+                continue
+            found = self._take_over(directory)
+            segments.extend(found)
+        return segments
+
+    def _take_over(self, directory: Path) -> list[Segment]:
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # removed by whoever shipped it, or not a journal directory
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return []  # its process is alive
+        paths = sorted(directory.glob(f"*{SUFFIX}"), key=lambda path: path.name)
+        segments = []
+        for path in paths:
+            size = path.stat().st_size
+            segments.append(Segment(path=path, size=size, owner=directory))
+        with self._lock:
+            self._bytes += sum(segment.size for segment in segments)
+        self._taken_over[directory] = (fd, len(segments))
+        if segments:
+            logger.warning(
+                "telemetry: shipping %d journal segments left by a stopped process (%s)", len(segments), directory.name
+            )
+        else:
+            self._release(directory)
+        return segments
+
+    def read(self, segment: Segment) -> list[RequestRecord]:
+        """The records of a segment on disk; lines a crash left unreadable are counted and skipped."""
+        records, unreadable = decode_segment(segment.path.read_bytes())
+        if unreadable:
+            metrics.TELEMETRY_JOURNAL_DROPPED.labels("unreadable").inc(unreadable)
+            logger.error("telemetry: %d unreadable records skipped in journal segment %s", unreadable, segment.path)
+        return records
+
+    def delete(self, segment: Segment) -> None:
+        """The broker has the segment's records: remove it (and its directory, if it was a dead process's)."""
+        if segment.path is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        with self._lock:
+            self._bytes -= segment.size
+        if segment.owner in self._taken_over:
+            fd, left = self._taken_over[segment.owner]
+            self._taken_over[segment.owner] = (fd, left - 1)
+            if left - 1 <= 0:
+                self._release(segment.owner)
+
+    def _release(self, directory: Path) -> None:
+        fd, _ = self._taken_over.pop(directory)
+        try:
+            if any(path.name != LOCK_NAME for path in directory.iterdir()):
+                return  # something unexpected in there: leave it for the next look
+            with contextlib.suppress(FileNotFoundError):
+                (directory / LOCK_NAME).unlink()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        finally:
+            os.close(fd)
