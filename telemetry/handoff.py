@@ -94,7 +94,8 @@ class HandoffPipeline:
     @property
     def backlog(self) -> int:
         """Records not yet handed off (those of a dead process's segments count once they are read)."""
-        return self.journal.pending + sum(segment.count for segment in self._shipping)
+        # A copy: the hand-off thread may change the queue meanwhile, and list() copies it in one step.
+        return self.journal.pending + sum(segment.count for segment in list(self._shipping))
 
     def _has_work(self) -> bool:
         return bool(self.journal.pending or self._shipping)
@@ -117,7 +118,11 @@ class HandoffPipeline:
 
     def _take_over_dead(self) -> bool:
         self._looked_for_dead_at = time.monotonic()
-        found = self.journal.take_over_dead()
+        try:
+            found = self.journal.take_over_dead()
+        except OSError:
+            logger.exception("telemetry: cannot look for journal segments left by stopped processes")
+            return False
         self._shipping.extend(found)
         return bool(found)
 

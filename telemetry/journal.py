@@ -258,7 +258,12 @@ class Journal:
 
     def read(self, segment: Segment) -> list[RequestRecord]:
         """The records of a segment on disk; lines a crash left unreadable are counted and skipped."""
-        records, unreadable = decode_segment(segment.path.read_bytes())
+        try:
+            data = segment.path.read_bytes()
+        except FileNotFoundError:
+            logger.warning("telemetry: journal segment %s is gone", segment.path)
+            return []
+        records, unreadable = decode_segment(data)
         if unreadable:
             metrics.TELEMETRY_JOURNAL_DROPPED.labels("unreadable").inc(unreadable)
             logger.error("telemetry: %d unreadable records skipped in journal segment %s", unreadable, segment.path)
@@ -281,7 +286,7 @@ class Journal:
     def _release(self, directory: Path) -> None:
         fd, _ = self._taken_over.pop(directory)
         try:
-            if any(path.name != LOCK_NAME for path in directory.iterdir()):
+            if any(path.name != LOCK_NAME for path in _entries(directory)):
                 return  # something unexpected in there: leave it for the next look
             with contextlib.suppress(FileNotFoundError):
                 (directory / LOCK_NAME).unlink()
@@ -289,3 +294,10 @@ class Journal:
                 directory.rmdir()
         finally:
             os.close(fd)
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:  # another process shipped and removed it first
+        return []
