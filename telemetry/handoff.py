@@ -153,8 +153,7 @@ class HandoffPipeline:
 
     def _flush_locked(self) -> int:
         journal = self.journal
-        segment = journal.seal()
-        if segment is not None:
+        for segment in journal.seal():
             segment.documents = self._documents(segment.records, observe=True)
             segment.records = None
             self._shipping.append(segment)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import operator
 import os
 import secrets
@@ -104,22 +105,65 @@ class Segment:
         return len(held) if held is not None else 0
 
 
+class _Open:
+    """A segment being written: a file mapped into memory, so that appending a record is a memory copy.
+
+    The mapping is shared with the page cache: what is copied in belongs to the kernel at once and
+    survives the process being killed. The file is created sparse at its full capacity and cut to
+    what was written when sealed; a segment a killed process left ends in zero bytes, skipped on reading.
+    """
+
+    __slots__ = ("fd", "map", "path", "position", "records")
+
+    def __init__(self, path: Path, capacity: int):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(self.fd, capacity)
+            self.map = mmap.mmap(self.fd, capacity)
+        except OSError:
+            os.close(self.fd)
+            raise
+        self.map[: len(_HEADER)] = _HEADER
+        self.position = len(_HEADER)
+        self.records: list[RequestRecord] = []
+
+    def fits(self, size: int) -> bool:
+        return self.position + size <= len(self.map)
+
+    def write(self, line: bytes) -> None:
+        end = self.position + len(line)
+        self.map[self.position : end] = line
+        self.position = end
+
+    def close(self) -> None:
+        """Cut the file to what was written and fsync it (the hand-off thread, once per flush)."""
+        try:
+            self.map.close()
+            os.ftruncate(self.fd, self.position)
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+
 class Journal:
     """One process's journal directory, and the directories of dead processes it has taken over.
 
     `append` runs on the event loop; everything else on the hand-off thread.
     """
 
+    SEGMENT_CAPACITY = 8 * 1024 * 1024
+
     def __init__(self, root: Path | None, *, max_bytes: int):
         self.root = root
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._directory: Path | None = None
-        self._fd: int | None = None
-        self._path: Path | None = None
+        self._open: _Open | None = None
+        self._full: list[_Open] = []  # filled up before the hand-off thread could seal them
+        self._memory_only: list[RequestRecord] = []
         self._seq = 0
-        self._active_size = 0
-        self._active: list[RequestRecord] = []
+        self._pending = 0
         self._bytes = 0
         self._dropped = 0
         self._taken_over: dict[Path, tuple[int, int]] = {}  # directory -> (lock fd, segments left)
@@ -131,51 +175,60 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return len(self._active)
+        """Records appended since the last seal."""
+        return self._pending
 
     @property
     def size(self) -> int:
-        """Bytes on disk: the active segment, sealed ones not yet shipped and those taken over."""
+        """Bytes written to disk: segments being written, sealed ones not yet shipped and those taken over."""
         return self._bytes
 
     # --- The hot path -----------------------------------------------------------
 
     def append(self, record: RequestRecord) -> None:
-        """Write the record to the active segment (no fsync) and hold it for the next seal."""
+        """Copy the record into the segment being written (no syscall, no fsync) and hold it for the next seal."""
         if self.root is None:
-            self._active.append(record)
+            self._memory_only.append(record)
+            self._pending += 1
             return
         try:
             line = encode_record(record)
         except TypeError:
             logger.exception("telemetry: request record %s cannot be journaled; kept in memory only", record.id)
-            line = b""
+            line = None
         with self._lock:
+            self._pending += 1
+            if line is None:
+                self._memory_only.append(record)
+                return
             if self._bytes + len(line) > self.max_bytes:
+                self._pending -= 1
                 self._dropped += 1
                 metrics.TELEMETRY_JOURNAL_DROPPED.labels("journal_full").inc()
                 return
-            if line:
-                try:
-                    if self._fd is None:
-                        self._open_segment()
-                    os.write(self._fd, line)
-                except OSError:
-                    logger.exception("telemetry: cannot write the journal; record %s kept in memory only", record.id)
-                else:
-                    self._bytes += len(line)
-                    self._active_size += len(line)
-            self._active.append(record)
+            try:
+                segment = self._segment_for(len(line))
+            except OSError:
+                logger.exception("telemetry: cannot write the journal; record %s kept in memory only", record.id)
+                self._memory_only.append(record)
+                return
+            segment.write(line)
+            segment.records.append(record)
+            self._bytes += len(line)
 
-    def _open_segment(self) -> None:
+    def _segment_for(self, size: int) -> _Open:
+        segment = self._open
+        if segment is not None and segment.fits(size):
+            return segment
+        if segment is not None:
+            self._full.append(segment)
         if self._directory is None:
             self._directory = self._make_directory()
         self._seq += 1
-        self._path = self._directory / f"{self._seq:012d}{SUFFIX}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        os.write(self._fd, _HEADER)
-        self._active_size = len(_HEADER)
-        self._bytes += len(_HEADER)
+        path = self._directory / f"{self._seq:012d}{SUFFIX}"
+        self._open = segment = _Open(path, max(self.SEGMENT_CAPACITY, size + len(_HEADER)))
+        self._bytes += segment.position
+        return segment
 
     def _make_directory(self) -> Path:
         """This process's directory, locked before it gets its name, so no one takes it for a dead one's."""
@@ -192,21 +245,26 @@ class Journal:
 
     # --- The hand-off thread ------------------------------------------------------
 
-    def seal(self) -> Segment | None:
-        """Close the active segment and return it with its records; fsync it once, here."""
+    def seal(self) -> list[Segment]:
+        """Close the segments written since the last seal and return them with their records; fsync here."""
         with self._lock:
-            if not self._active:
-                return None
-            records, self._active = self._active, []
-            fd, path, size = self._fd, self._path, self._active_size
-            self._fd = self._path = None
-            self._active_size = 0
-        if fd is not None:
+            if not self._pending:
+                return []
+            written = [*self._full, *([self._open] if self._open is not None else [])]
+            memory_only, self._memory_only = self._memory_only, []
+            self._full, self._open, self._pending = [], None, 0
+        sealed = []
+        for segment in written:
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return Segment(path=path, size=size, records=records, owner=self._directory)
+                segment.close()
+            except OSError:
+                logger.exception("telemetry: cannot close journal segment %s", segment.path)
+            sealed.append(
+                Segment(path=segment.path, size=segment.position, records=segment.records, owner=self._directory)
+            )
+        if memory_only:
+            sealed.append(Segment(path=None, size=0, records=memory_only))
+        return sealed
 
     def report_dropped(self) -> None:
         with self._lock:
@@ -263,7 +321,7 @@ class Journal:
         except FileNotFoundError:
             logger.warning("telemetry: journal segment %s is gone", segment.path)
             return []
-        records, unreadable = decode_segment(data)
+        records, unreadable = decode_segment(data.rstrip(b"\0"))
         if unreadable:
             metrics.TELEMETRY_JOURNAL_DROPPED.labels("unreadable").inc(unreadable)
             logger.error("telemetry: %d unreadable records skipped in journal segment %s", unreadable, segment.path)

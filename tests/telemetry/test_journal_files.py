@@ -35,11 +35,11 @@ def test_a_segment_gives_back_the_records_written_to_it(tmp_path):
     journal.append(plain)
     journal.append(streamed)
 
-    segment = journal.seal()
+    [segment] = journal.seal()
 
     assert segment.records == [plain, streamed]
     assert journal.read(Segment(path=segment.path, size=segment.size)) == [plain, streamed]
-    assert journal.seal() is None
+    assert journal.seal() == []
 
 
 def test_segments_of_a_live_process_are_left_alone_and_a_dead_ones_are_taken_over(tmp_path):
