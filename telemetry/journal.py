@@ -1,11 +1,12 @@
 """The local journal: request records on disk from the moment they are finished until the broker has them.
 
 Borrowed from Vector's disk buffer and Fluent Bit's filesystem storage. Each process appends
-every finished record, one orjson line and one write(2) with no fsync, to the active segment of
-its own directory, `<GATEWAY_JOURNAL_DIR>/<pid>-<token>/<seq>.seg`. Once write(2) has returned the
-record is the kernel's: a killed process loses nothing it had answered for. The hand-off thread
-seals the active segment every flush interval, fsyncs it and deletes it once the broker has
-acknowledged the publish of its records.
+every finished record, one orjson line, to the segment it is writing in its own directory,
+`<GATEWAY_JOURNAL_DIR>/<pid>-<token>/<seq>.seg`. The segment is a shared memory mapping of the
+file, so the append is a memory copy with no syscall and no fsync, and the copied bytes are the
+kernel's at once: a killed process loses nothing it had answered for. The hand-off thread seals
+the segments every flush interval, fsyncs them and deletes each once the broker has acknowledged
+the publish of its records.
 
 A process holds an exclusive flock on its directory's lock file for as long as it lives. A
 directory whose lock can be taken belongs to a process that is gone: whoever takes the lock ships
@@ -109,7 +110,7 @@ class _Open:
     """A segment being written: a file mapped into memory, so that appending a record is a memory copy.
 
     The mapping is shared with the page cache: what is copied in belongs to the kernel at once and
-    survives the process being killed. The file is created sparse at its full capacity and cut to
+    survives the process being killed. The file is allocated at its full capacity and cut to
     what was written when sealed; a segment a killed process left ends in zero bytes, skipped on reading.
     """
 
@@ -119,7 +120,9 @@ class _Open:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(self.fd, capacity)
+            # Reserved, not sparse: a full disk then fails here, with an error, rather than as a
+            # SIGBUS on a later copy into an unbacked page.
+            os.posix_fallocate(self.fd, 0, capacity)
             self.map = mmap.mmap(self.fd, capacity)
         except OSError:
             os.close(self.fd)
@@ -152,7 +155,7 @@ class Journal:
     `append` runs on the event loop; everything else on the hand-off thread.
     """
 
-    SEGMENT_CAPACITY = 8 * 1024 * 1024
+    SEGMENT_CAPACITY = 1024 * 1024  # a segment lasts a flush interval; a larger record gets a larger one
 
     def __init__(self, root: Path | None, *, max_bytes: int):
         self.root = root

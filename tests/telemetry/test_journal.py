@@ -242,7 +242,7 @@ def test_the_journal_is_bounded_and_counts_what_the_bound_forces_out(
                 )
                 assert response.status_code == 200
                 ids.append(response.headers["x-request-id"])
-        # Segments are written through a sparse mapping: what they hold is what precedes the zero bytes.
+        # A segment being written is allocated ahead: what it holds is what precedes the zero bytes.
         on_disk = sum(len(path.read_bytes().rstrip(b"\0")) for path in (tmp_path / "journal").glob("*/*.seg"))
         assert 0 < on_disk <= bound
         dropped = _metric(gateway.url, "telemetry_journal_dropped_records_total", reason="journal_full")
