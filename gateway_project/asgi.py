@@ -50,6 +50,8 @@ async def _lifespan(receive, send):
             # collector's reach, so full collections only walk objects made while serving.
             gc.collect()
             gc.freeze()
+            # Records a stopped or killed process left in the journal go out with this one's.
+            await handoff.pipeline.astart()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # A graceful stop (SIGTERM) hands every buffered request record to the queue first.

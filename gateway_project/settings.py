@@ -206,6 +206,13 @@ TELEMETRY_MAX_DOCUMENT_BYTES = _positive(
 TELEMETRY_PUBLISH_MAX_BYTES = _positive(
     "TELEMETRY_PUBLISH_MAX_BYTES", env.int("TELEMETRY_PUBLISH_MAX_BYTES", default=4 * 1024 * 1024)
 )
+# Every finished record is written to a local journal before it counts as handed off, so that a
+# killed web process or a broker outage across a restart loses nothing (see telemetry.journal).
+GATEWAY_JOURNAL_ENABLED = env.bool("GATEWAY_JOURNAL_ENABLED", default=True)
+GATEWAY_JOURNAL_DIR = Path(env.str("GATEWAY_JOURNAL_DIR", default=str(VAR_DIR / "journal")))
+GATEWAY_JOURNAL_MAX_BYTES = _positive(
+    "GATEWAY_JOURNAL_MAX_BYTES", env.int("GATEWAY_JOURNAL_MAX_BYTES", default=1024 * 1024 * 1024)
+)
 
 ENABLED_EXPORTERS = env.list("ENABLED_EXPORTERS", default=["postgres"])
 ENABLE_ELASTICSEARCH = env.bool("ENABLE_ELASTICSEARCH", default=False)
@@ -317,6 +324,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport, made to keep a worker alive when its broker connection drops.
+    CELERY_BROKER_TRANSPORT = "gateway_project.broker:Transport"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)

@@ -1,11 +1,13 @@
 """Handing request records from the web process to the durable queue.
 
-`pipeline.submit(record)` is all a request pays: an append to a deque. A flusher
-task on the event loop wakes every TELEMETRY_FLUSH_INTERVAL, turns the batch into
-documents and publishes it from a worker thread, so neither the JSON work nor
-the broker round trip blocks the loop. If the broker is down, documents wait
-in a bounded local buffer and go out when it is back; whatever the bound
-forces out is counted in `telemetry_records_dropped_total` and logged.
+`pipeline.submit(record)` is all a request pays: one line written to the local journal
+(telemetry.journal, no fsync) before the response goes out. A flusher task on the event loop
+wakes every TELEMETRY_FLUSH_INTERVAL and, from a worker thread so that neither the JSON work nor
+the broker round trip blocks the loop, seals the journal's active segment, turns its records into
+documents, publishes them and deletes the segment once the broker has taken them. If the broker
+is down, sealed segments wait on disk (the first TELEMETRY_LOCAL_BUFFER_MAX documents in memory
+as well) and go out when it is back. Segments a stopped or killed process left are shipped by the
+next process to start.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
 
 from telemetry import chunking, metrics
+from telemetry.journal import Journal, Segment
 from telemetry.record import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -64,31 +69,62 @@ class MemoryPublisher:
 
 
 class HandoffPipeline:
+    # How often a running process looks for segments of processes that died meanwhile (a sibling worker).
+    TAKE_OVER_EVERY = 10.0
+
     def __init__(self):
-        self._records: deque[RequestRecord] = deque()
-        self._unsent: deque[dict] = deque()
+        self._shipping: deque[Segment] = deque()
         self._flusher: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telemetry-handoff")
+        self._failing = False
+        self._ship_now = False
+        self._looked_for_dead_at = float("-inf")
 
     @cached_property
     def publisher(self):
         return import_string(settings.TELEMETRY_PUBLISHER)()
 
+    @cached_property
+    def journal(self) -> Journal:
+        root = Path(settings.GATEWAY_JOURNAL_DIR) if settings.GATEWAY_JOURNAL_ENABLED else None
+        return Journal(root, max_bytes=settings.GATEWAY_JOURNAL_MAX_BYTES)
+
     @property
     def backlog(self) -> int:
-        return len(self._records) + len(self._unsent)
+        """Records not yet handed off (those of a dead process's segments count once they are read)."""
+        # A copy: the hand-off thread may change the queue meanwhile, and list() copies it in one step.
+        return self.journal.pending + sum(segment.count for segment in list(self._shipping))
+
+    def _has_work(self) -> bool:
+        return bool(self.journal.pending or self._shipping)
 
     def submit(self, record: RequestRecord) -> None:
         if not settings.TELEMETRY_ENABLED:
             return
-        if self.backlog >= settings.TELEMETRY_LOCAL_BUFFER_MAX:
+        if self.journal.pending >= settings.TELEMETRY_LOCAL_BUFFER_MAX:
             metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc()
             logger.error("telemetry: local buffer full, dropped request record %s", record.id)
             return
-        self._records.append(record)
+        self.journal.append(record)
         self._ensure_flusher()
+
+    def start(self) -> None:
+        """At start-up: take over what processes that are gone left in the journal, to ship it."""
+        if settings.TELEMETRY_ENABLED and self.journal.enabled:
+            with self._lock:
+                self._take_over_dead()
+
+    def _take_over_dead(self) -> bool:
+        self._looked_for_dead_at = time.monotonic()
+        try:
+            found = self.journal.take_over_dead()
+        except OSError:
+            logger.exception("telemetry: cannot look for journal segments left by stopped processes")
+            return False
+        self._shipping.extend(found)
+        return bool(found)
 
     def _ensure_flusher(self) -> None:
         try:
@@ -103,49 +139,91 @@ class HandoffPipeline:
     async def _run(self) -> None:
         # Runs while there is something to send, so an idle process (or a closed test loop) holds no task.
         interval = settings.TELEMETRY_FLUSH_INTERVAL
-        while self.backlog:
-            await asyncio.sleep(interval if not self._unsent else max(interval, 1.0))
+        while self._has_work():
+            if self._ship_now:  # what a dead process left goes out at once, not an interval later
+                self._ship_now = False
+            else:
+                await asyncio.sleep(max(interval, 1.0) if self._failing else interval)
             await self._in_flush_thread(self.flush_sync)
 
     def flush_sync(self) -> int:
-        """Finalise pending records and publish them; returns how many were published."""
+        """Finalise pending records and publish what waits; returns how many records were published."""
         with self._lock:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
-        batch = []
-        while self._records:
-            batch.append(self._records.popleft())
-        for record in batch:
+        journal = self.journal
+        for segment in journal.seal():
+            segment.documents = self._documents(segment.records, observe=True)
+            segment.records = None
+            self._shipping.append(segment)
+        journal.report_dropped()
+        if journal.enabled and time.monotonic() - self._looked_for_dead_at > self.TAKE_OVER_EVERY:
+            self._take_over_dead()
+        published = 0
+        while self._shipping:
+            batch = self._next_batch()
+            documents = [document for segment in batch for document in segment.documents]
+            try:
+                if documents:
+                    chunking.publish_in_chunks(self.publisher, documents)
+            except Exception:
+                logger.warning("telemetry: publish failed, %d records kept locally", self.backlog, exc_info=True)
+                self._failing = True
+                self._hold_in_memory()
+                break
+            self._failing = False
+            for segment in batch:
+                self._shipping.popleft()
+                journal.delete(segment)
+            published += len(documents)
+        metrics.TELEMETRY_HANDOFF_BACKLOG.set(self.backlog)
+        metrics.TELEMETRY_JOURNAL_BYTES.set(journal.size)
+        return published
+
+    def _next_batch(self) -> list[Segment]:
+        """Segments from the head of the queue, read from disk where needed, up to a publish's worth."""
+        batch, count = [], 0
+        for segment in self._shipping:
+            if batch and count + segment.count > _PUBLISH_MAX:
+                break
+            if segment.documents is None:
+                segment.documents = self._documents(self.journal.read(segment), observe=False)
+            batch.append(segment)
+            count += segment.count
+            if count >= _PUBLISH_MAX:
+                break
+        return batch
+
+    def _documents(self, records: list[RequestRecord], *, observe: bool) -> list[dict]:
+        documents = []
+        for record in records:
             try:
                 document = record.to_document()
-                metrics.observe_request(document)
-                self._unsent.append(document)
             except Exception:
                 logger.exception("telemetry: could not build the document for request %s", record.id)
                 metrics.TELEMETRY_RECORDS_DROPPED.labels("unserialisable").inc()
-        if not self._unsent:
-            return 0
-        documents = list(self._unsent)
-        try:
-            chunking.publish_in_chunks(self.publisher, documents)
-        except Exception:
-            logger.warning("telemetry: publish failed, %d records kept locally", len(documents), exc_info=True)
-            self._trim_unsent()
-            metrics.TELEMETRY_HANDOFF_BACKLOG.set(self.backlog)
-            return 0
-        for _ in documents:
-            self._unsent.popleft()
-        metrics.TELEMETRY_HANDOFF_BACKLOG.set(self.backlog)
-        return len(documents)
+                continue
+            if observe:  # a replayed record was observed by the process that served it
+                metrics.observe_request(document)
+            documents.append(document)
+        return documents
 
-    def _trim_unsent(self) -> None:
-        overflow = len(self._unsent) - settings.TELEMETRY_LOCAL_BUFFER_MAX
-        if overflow > 0:
-            for _ in range(overflow):
-                self._unsent.popleft()
-            metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc(overflow)
-            logger.error("telemetry: local buffer full, dropped %d request records", overflow)
+    def _hold_in_memory(self) -> None:
+        """Keep up to TELEMETRY_LOCAL_BUFFER_MAX documents in memory; the rest are read again from disk."""
+        held = 0
+        limit = settings.TELEMETRY_LOCAL_BUFFER_MAX
+        for segment in list(self._shipping):
+            if segment.documents is None:
+                continue
+            if held + segment.count <= limit:
+                held += segment.count
+            elif segment.path is not None:
+                segment.documents = None
+            else:  # no journal: memory is all there is
+                self._shipping.remove(segment)
+                metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc(segment.count)
+                logger.error("telemetry: local buffer full, dropped %d request records", segment.count)
 
     async def _in_flush_thread(self, fn):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -153,8 +231,14 @@ class HandoffPipeline:
     async def aflush(self) -> int:
         return await self._in_flush_thread(self.flush_sync)
 
+    async def astart(self) -> None:
+        await self._in_flush_thread(self.start)
+        if self._has_work():
+            self._ship_now = True
+            self._ensure_flusher()
+
     async def aclose(self) -> None:
-        """Stop the flusher and publish what is left (graceful shutdown)."""
+        """Stop the flusher and publish what is left (graceful shutdown); what the broker refuses stays on disk."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,6 +247,10 @@ class HandoffPipeline:
         await self.aflush()
         # Price overrides are read from the flush thread; close its database connection with it.
         await self._in_flush_thread(connections.close_all)
+
+
+_PUBLISH_MAX = 5000
+"""At most this many records in one publish when segments have piled up (the exporters split it further)."""
 
 
 pipeline = HandoffPipeline()

@@ -189,3 +189,12 @@ TELEMETRY_EXPORT_BACKLOG = Gauge(
     ["queue"],
     multiprocess_mode="mostrecent",
 )
+
+TELEMETRY_JOURNAL_DROPPED = Counter(
+    "telemetry_journal_dropped_records",
+    "Request records the local journal could not keep",
+    ["reason"],
+)  # reason: journal_full (GATEWAY_JOURNAL_MAX_BYTES reached) | unreadable (a line a crash left torn)
+TELEMETRY_JOURNAL_BYTES = Gauge(
+    "telemetry_journal_bytes", "Bytes of request records in the local journal", multiprocess_mode="livesum"
+)

@@ -1,0 +1,74 @@
+"""The journal's files: records survive the trip through a segment, and a live process's segments are its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from telemetry.journal import Journal, Segment
+from tests.telemetry.conftest import ROOT, plain_record, streaming_record
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import django
+
+    django.setup()
+    from pathlib import Path
+    from telemetry.journal import Journal
+    from telemetry.record import RequestRecord
+
+    journal = Journal(Path(sys.argv[1]), max_bytes=1 << 20)
+    for n in range(3):
+        journal.append(RequestRecord(path="/v1/chat/completions", method="POST", id=f"record-{n}"))
+    print("written", flush=True)
+    sys.stdin.read()  # alive until told otherwise
+    """
+)
+
+
+def test_a_segment_gives_back_the_records_written_to_it(tmp_path):
+    journal = Journal(tmp_path, max_bytes=1 << 20)
+    plain, streamed = plain_record(), streaming_record()
+    streamed.response_body = bytes(range(256))  # any bytes at all, not only UTF-8
+    journal.append(plain)
+    journal.append(streamed)
+
+    [segment] = journal.seal()
+
+    assert segment.records == [plain, streamed]
+    assert journal.read(Segment(path=segment.path, size=segment.size)) == [plain, streamed]
+    assert journal.seal() == []
+
+
+def test_segments_of_a_live_process_are_left_alone_and_a_dead_ones_are_taken_over(tmp_path):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={"DJANGO_SETTINGS_MODULE": "gateway_project.settings", "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert writer.stdout.readline().strip() == b"written"
+        other = Journal(tmp_path, max_bytes=1 << 20)
+        assert other.take_over_dead() == []
+
+        writer.kill()
+        writer.wait(timeout=10)
+        segments = other.take_over_dead()
+        assert [record.id for segment in segments for record in other.read(segment)] == [
+            "record-0",
+            "record-1",
+            "record-2",
+        ]
+        # Taken over once: another look, by this process or a third, finds nothing more.
+        assert other.take_over_dead() == []
+        assert Journal(tmp_path, max_bytes=1 << 20).take_over_dead() == []
+        for segment in segments:
+            other.delete(segment)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        if writer.poll() is None:
+            writer.kill()
