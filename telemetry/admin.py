@@ -248,7 +248,9 @@ class ExporterSettingForm(forms.ModelForm):
         self.fields["backend"].choices = installed_exporter_choices(self.instance.backend)
         self.fields["url"].label = "URL"
         # Workers re-read these rows on a timer, unlike the proxy's settings, which apply at once.
-        self.fields["enabled"].help_text = (
+        self.fields[
+            "enabled"
+        ].help_text = (
             f"Changes here reach running export workers within {settings.TELEMETRY_EXPORTER_SETTINGS_TTL:g} s."
         )
 
