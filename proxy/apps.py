@@ -8,4 +8,7 @@ class ProxyConfig(AppConfig):
     def ready(self):
         # Registers the system check that refuses a deployment on development defaults.
         from gateway_project import safety  # noqa: F401
-        from proxy import signals  # noqa: F401 - connects the receivers
+        from proxy import routing, signals  # noqa: F401 - signals connects the receivers
+        from telemetry import metrics
+
+        metrics.register_model_names(routing.routed_model_names)

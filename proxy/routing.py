@@ -35,6 +35,11 @@ def _load_routes() -> dict[str, tuple[str, str]]:
     }
 
 
+def routed_model_names() -> set[str]:
+    """Every model name the admin's routes mention, asked for or sent upstream (metric labels know them)."""
+    return {name for pair in _load_routes().items() for name in (pair[0], pair[1][1]) if name}
+
+
 async def _model_routes() -> dict[str, tuple[str, str]]:
     # The whole table is small and read on every request, so it is held in memory and refreshed every 30 s.
     global _routes, _routes_loaded_at

@@ -7,6 +7,7 @@ With PROMETHEUS_MULTIPROC_DIR set, prometheus_client aggregates across worker pr
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -74,13 +75,21 @@ def _catalog_models() -> dict[str, str]:
     return names
 
 
-def _load_admin_models() -> frozenset[str]:
-    from proxy.models import ModelRoute, PriceOverride
+# Other apps name the models they configure (the proxy's routes) without telemetry importing them.
+_model_name_sources: list[Callable[[], Iterable[str]]] = []
 
-    names = set()
-    for model_name, upstream_model in ModelRoute.objects.values_list("model_name", "upstream_model"):
-        names.update((model_name, upstream_model))
-    names.update(PriceOverride.objects.values_list("model", flat=True))
+
+def register_model_names(source: Callable[[], Iterable[str]]) -> None:
+    """Count the models `source()` names as known, re-read with the admin's own (price overrides)."""
+    _model_name_sources.append(source)
+
+
+def _load_admin_models() -> frozenset[str]:
+    from telemetry.models import PriceOverride
+
+    names = set(PriceOverride.objects.values_list("model", flat=True))
+    for source in _model_name_sources:
+        names.update(source())
     names.discard("")
     return frozenset(names)
 
