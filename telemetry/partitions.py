@@ -117,6 +117,8 @@ def table_partition(connection, *, table: str, now: datetime, ahead: int) -> Non
         cursor.execute(f'ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(primary_key)} PRIMARY KEY (id, "timestamp")')
         for definition in index_definitions:
             cursor.execute(definition)
+        # New tables have no statistics yet, and the dashboards' plans need them from the first query.
+        cursor.execute(f"ANALYZE {quote(table)}")
 
 
 def table_unpartition(connection, *, table: str) -> None:
@@ -137,6 +139,7 @@ def table_unpartition(connection, *, table: str) -> None:
         cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(primary_key)} PRIMARY KEY (id)")
         for definition in index_definitions:
             cursor.execute(definition)
+        cursor.execute(f"ANALYZE {quote(table)}")
 
 
 def _set_indexes_aside(cursor, table: str) -> tuple[str, list[str]]:
@@ -239,6 +242,8 @@ def _month_create(connection, table: str, month: datetime) -> int | None:
         _lock(cursor, table)
         if month in month_partitions(connection, table):
             return None
+        # Rows of this month written into the default partition meanwhile would fail the ATTACH.
+        cursor.execute(f"LOCK TABLE {quote(default_partition_name(table))} IN SHARE ROW EXCLUSIVE MODE")
         # A month cannot be attached while the default partition holds rows of it: they move first.
         cursor.execute(
             f"CREATE TABLE {quote(name)} (LIKE {quote(table)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
@@ -262,6 +267,9 @@ def _partition_drop(connection, table: str, name: str) -> None:
     quote = connection.ops.quote_name
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         _lock(cursor, table)
+        # DETACH locks the whole table: rather than queue every insert behind a long dashboard
+        # query, give up (OperationalError) and let the task try again.
+        cursor.execute("SET LOCAL lock_timeout = '5s'")
         cursor.execute(f"ALTER TABLE {quote(table)} DETACH PARTITION {quote(name)}")
         cursor.execute(f"DROP TABLE {quote(name)}")
     logger.info("telemetry: dropped request-log partition %s, past the retention", name)
