@@ -15,6 +15,7 @@ from django.db import connection, connections, transaction
 from dashboards import demo, rollups
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
+from telemetry import services as telemetry_services
 from telemetry.models import RequestLog
 
 Progress = Callable[[int, int], None]
@@ -68,6 +69,8 @@ def demo_logs_seed(
     end = end or datetime.now(UTC)
     plan = demo.plan_demo(org_count=org_count, count=count, days=days, end=end)
     _ensure_orgs(plan.orgs)
+    # Their own months, rather than the request-log table's default partition.
+    telemetry_services.log_partitions_cover(since=plan.start, until=end)
     chunks = plan.chunks(rows_per_chunk=COPY_CHUNK_ROWS)
     progress(0, plan.total)
     if connection.vendor == "postgresql":

@@ -232,6 +232,13 @@ ELASTICSEARCH_RETENTION_DAYS = env.int("ELASTICSEARCH_RETENTION_DAYS", default=0
 # Request and response text indexed (but not stored in _source) makes content searchable.
 ELASTICSEARCH_SEARCH_TEXT = env.bool("ELASTICSEARCH_SEARCH_TEXT", default=True)
 POSTGRES_LOG_TABLE = env.str("POSTGRES_LOG_TABLE", default="ai_gateway_request_logs")
+# The request-log table is partitioned by month (telemetry.partitions): months are made this
+# many ahead of the current one, and with a retention months wholly older than it are dropped.
+POSTGRES_PARTITIONS_AHEAD = env.int("POSTGRES_PARTITIONS_AHEAD", default=2)
+POSTGRES_RETENTION_DAYS = env.int("POSTGRES_RETENTION_DAYS", default=0)
+for _name in ("POSTGRES_PARTITIONS_AHEAD", "POSTGRES_RETENTION_DAYS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be zero or more, got {globals()[_name]!r}")
 
 # Exporters by name, like CACHES: a dotted BACKEND path, its OPTIONS, and how many records
 # go into one export task. These are only the initial values: on first use each enabled
@@ -340,6 +347,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Telemetry export tasks go to one queue per exporter, "export.<name>" (see telemetry.tasks):
 # `celery -A gateway_project worker -Q export.postgres,export.elasticsearch`.
+# `celery -A gateway_project beat` runs the periodic tasks, on the default queue ("celery").
+CELERY_BEAT_SCHEDULE = {
+    # Months of the request-log table made ahead, and dropped past POSTGRES_RETENTION_DAYS.
+    "request-log-partitions": {"task": "telemetry.maintain_log_partitions", "schedule": 3600.0},
+}
 
 # /metrics: when a token is set, scrapers must send `Authorization: Bearer <token>`.
 GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")

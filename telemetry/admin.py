@@ -46,7 +46,12 @@ class EstimatedCountPaginator(Paginator):
         if connection.vendor == "postgresql" and not queryset.query.where:
             with connection.cursor() as cursor:
                 table = queryset.model._meta.db_table
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
+                # A partitioned table's own estimate is empty: its partitions hold the rows.
+                cursor.execute(
+                    "SELECT sum(greatest(reltuples, 0))::bigint FROM pg_class"
+                    " WHERE oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%s)) WHERE isleaf)",
+                    [table],
+                )
                 row = cursor.fetchone()
             if row and row[0] >= _ESTIMATE_FROM:
                 return row[0]

@@ -15,7 +15,9 @@ class RequestLog(models.Model):
 
     `log_data` is the exact document; the other columns are copies of its fields, extracted
     at export time so that dashboards filter and aggregate without reading the JSON.
-    Rows are only ever inserted, by `telemetry.exporters.postgres`.
+    Rows are only ever inserted, by `telemetry.exporters.postgres`. On PostgreSQL the table is
+    partitioned by month with primary key (id, timestamp) (`telemetry.partitions`); `id`
+    stays the model's primary key, since an id is unique on its own.
     """
 
     id = models.CharField(primary_key=True, max_length=64)

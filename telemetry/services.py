@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import Error as DatabaseError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from telemetry import metrics, selectors
+from telemetry import metrics, partitions, selectors
 from telemetry.exporters import ExportError, ExportResult, build_exporter, exporters
 from telemetry.exporters.base import json_bytes, parse_timestamp, record_id
-from telemetry.models import DeadLetter, ExporterSetting
+from telemetry.models import DeadLetter, ExporterSetting, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -349,3 +349,25 @@ def exporter_setting_check(*, setting: ExporterSetting) -> ConnectionCheck:
         return ConnectionCheck(found=found, warnings=tuple(exporter.check_warnings()))
     finally:
         exporter.shutdown()
+
+
+# --- Request-log partitions --------------------------------------------------------
+
+
+def log_partitions_maintain(*, now: datetime | None = None) -> partitions.Maintenance | None:
+    """Months made ahead, months past POSTGRES_RETENTION_DAYS dropped; None unless partitioned."""
+    report = partitions.partitions_maintain(
+        connection,
+        table=RequestLog._meta.db_table,
+        now=now or timezone.now(),
+        ahead=settings.POSTGRES_PARTITIONS_AHEAD,
+        retention_days=settings.POSTGRES_RETENTION_DAYS,
+    )
+    if report is not None and (report.created or report.dropped):
+        logger.info("telemetry: request-log partitions created %s, dropped %s", report.created, report.dropped)
+    return report
+
+
+def log_partitions_cover(*, since: datetime, until: datetime) -> list[str]:
+    """Months of the request-log table for rows about to be loaded from `since` to `until`."""
+    return partitions.partitions_ensure(connection, table=RequestLog._meta.db_table, since=since, until=until)

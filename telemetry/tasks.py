@@ -7,6 +7,7 @@ all exporters: `celery -A gateway_project worker -Q export.postgres,export.elast
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -72,6 +73,19 @@ def recompute_costs(recomputation_id: int) -> int:
     from telemetry import recomputation
 
     return recomputation.cost_recomputation_run(recomputation_id=recomputation_id).changed
+
+
+@shared_task(
+    name="telemetry.maintain_log_partitions",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def maintain_log_partitions() -> dict | None:
+    """Beat, hourly: the request-log table's months ahead, retention, the default partition's rows."""
+    report = services.log_partitions_maintain()
+    return report and dataclasses.asdict(report)
 
 
 def retry_countdown(retries: int) -> float:

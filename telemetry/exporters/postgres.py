@@ -7,12 +7,15 @@ Each batch is one transaction. On PostgreSQL the rows go in with COPY, the faste
 2. if any record of the batch is stored already (the batch is a retry, or was redelivered
    after a worker died), that fails on the primary key and is undone (a savepoint), and
    the batch goes the idempotent way: COPY into a temporary staging table, then
-   `INSERT INTO <table> SELECT ... ON CONFLICT (id) DO NOTHING`, whose RETURNING rows (the
+   `INSERT INTO <table> SELECT ... ON CONFLICT DO NOTHING`, whose RETURNING rows (the
    ones actually written, never the skipped ones) fill `new_request_logs`;
 3. each hook runs.
 
 Both ways store each record once; the first saves the staging copy and the conflict
-checks on the first attempt at a batch, which is nearly every batch.
+checks on the first attempt at a batch, which is nearly every batch. The conflict is on the
+primary key, (id, timestamp) in the month-partitioned table (`telemetry.partitions`): a
+record's timestamp never changes, so a replayed record meets its stored copy. Before its
+first batch the exporter makes sure the months ahead exist.
 
 On SQLite (the embedded mode) the same happens with `bulk_create(ignore_conflicts=True)`:
 the batch is one write transaction, so the rows found missing at its start are exactly
@@ -44,9 +47,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import DataError, IntegrityError, connections, transaction
 from django.db import Error as DatabaseError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from psycopg.errors import UniqueViolation
 
+from telemetry import partitions
 from telemetry.exporters.base import Exporter, ExportError, ExportResult, json_bytes, parse_timestamp, record_id
 from telemetry.storable import storable_text
 
@@ -103,6 +108,7 @@ class PostgresExporter(Exporter):
         if not _IDENTIFIER.match(self.table):
             raise ValueError(f"not a plain table name: {self.table!r}")
         self.database = database
+        self._partitions_made = False
         if connections[database].vendor not in ("postgresql", "sqlite"):
             raise ValueError(f"database {database!r} is neither PostgreSQL nor SQLite")
         if connections[database].vendor == "sqlite" and self.table != RequestLog._meta.db_table:
@@ -129,6 +135,8 @@ class PostgresExporter(Exporter):
         if not connection.in_atomic_block:
             # A connection broken by an earlier failure is replaced rather than failing again.
             connection.close_if_unusable_or_obsolete()
+        if not self._partitions_made:
+            self._partitions_made = self._make_partitions(connection)
         try:
             self._write_isolating(documents, result)
         except AfterInsertError as exc:
@@ -160,6 +168,18 @@ class PostgresExporter(Exporter):
             "The database is SQLite, not PostgreSQL (the embedded mode without DATABASE_URL): records go "
             "to its RequestLog table as plain JSON. Set DATABASE_URL to export to PostgreSQL."
         ]
+
+    def _make_partitions(self, connection) -> bool:
+        """The months ahead, so that a deployment without beat still writes into month partitions."""
+        try:
+            now = timezone.now()
+            ahead = partitions.add_months(partitions.month_start(now), settings.POSTGRES_PARTITIONS_AHEAD)
+            partitions.partitions_ensure(connection, table=self.table, since=now, until=ahead)
+        except DatabaseError:
+            # The default partition takes the rows meanwhile; the next batch tries again.
+            logger.warning("telemetry: could not create the request-log partitions ahead", exc_info=True)
+            return False
+        return True
 
     # --- Writing -----------------------------------------------------------------------
 
@@ -217,7 +237,8 @@ class PostgresExporter(Exporter):
     def _insert_skipping_stored(self, cursor, rows: _Rows, table: str, columns: str) -> None:
         cursor.execute(_create_temp(_STAGING_TABLE, table))
         self._copy(cursor, rows, _STAGING_TABLE, columns)
-        move = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
+        # No conflict target: the primary key is (id) or, partitioned, (id, timestamp).
+        move = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING_TABLE} ON CONFLICT DO NOTHING"
         if not self.after_insert:
             cursor.execute(move)
             return

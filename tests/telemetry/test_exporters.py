@@ -13,7 +13,7 @@ from django.db import connection
 from django.urls import reverse
 from prometheus_client import REGISTRY
 
-from telemetry import selectors, services
+from telemetry import selectors, services, tasks
 from telemetry.exporters import ExporterConfig, build_exporter, exporters
 from telemetry.exporters.base import Exporter
 from telemetry.exporters.elasticsearch import ElasticsearchExporter
@@ -377,6 +377,18 @@ def test_sqlite_stores_each_record_once_and_reports_only_new_rows_to_hooks(direc
     assert sorted(result.succeeded) == sorted(ids) and list(result.failed) == ["x1"]
     assert RequestLog.objects.get(pk=ids[5]).log_data == batch[5]
     assert hook_counts(ids) == {rid: 1 for rid in ids}
+
+
+@requires_sqlite
+def test_sqlite_keeps_a_plain_log_table_and_partition_upkeep_does_nothing(direct_exporters, settings):
+    settings.POSTGRES_RETENTION_DAYS = 1
+    old = plain_record().to_document()
+    old["timestamp"] = "2020-01-01T10:00:00.000Z"
+    assert PostgresExporter("postgres").export([old]).succeeded == ids_of([old])
+
+    assert services.log_partitions_maintain() is None
+    assert tasks.maintain_log_partitions.apply().get() is None
+    assert RequestLog.objects.get(pk=old["attributes"]["id"]).log_data == old
 
 
 @requires_postgres
