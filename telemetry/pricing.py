@@ -2,8 +2,8 @@
 
 Usage is read with genai-prices' own extractors, so cache reads and writes, audio and
 reasoning tokens are priced at their own rates, and tiered (long-context) prices apply
-to the whole request. Only the model lookup is cached; the price itself is computed
-per request, which costs a few microseconds.
+to the whole request. The model lookup is cached (unknown names too, bounded), and both
+the extraction and the calculation run precompiled (`price_plan`), with the same results.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from functools import lru_cache
 from genai_prices import Usage
 from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import ModelInfo, Provider
+
+from telemetry import price_plan
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +68,16 @@ class TokenUsage:
     def as_metadata(self) -> dict[str, int]:
         return {"input": self.input, "output": self.output, "total": self.total, **self.details}
 
+    def priced_values(self) -> dict[str, int]:
+        """The genai-prices usage fields and counts."""
+        return {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            **{TOKEN_DETAILS[name]: value for name, value in self.details.items()},
+        }
+
     def priced_usage(self) -> Usage:
-        values = {TOKEN_DETAILS[name]: value for name, value in self.details.items()}
-        return Usage(input_tokens=self.input, output_tokens=self.output, **values)
+        return Usage(**self.priced_values())
 
     @classmethod
     def from_metadata(cls, tokens) -> TokenUsage:
@@ -96,11 +105,10 @@ def token_usage(usage, *, anthropic: bool = False) -> TokenUsage | None:
     usage = {**usage, **{key: _count(usage.get(key)) for key in _REQUIRED[shape]}}
     provider_id, flavor = _EXTRACTORS[shape]
     try:
-        _, extracted = _provider(provider_id).extract_usage({"usage": usage}, api_flavor=flavor)
+        reported = price_plan.extract_usage(_provider(provider_id), usage, flavor)
     except (ValueError, TypeError):
         logger.warning("telemetry: unreadable %s usage %r", shape, usage)
         return TokenUsage(input=_count(usage.get(_REQUIRED[shape][0])), output=_count(usage.get(_REQUIRED[shape][1])))
-    reported = extracted.__dict__
     details = {name: reported[key] for name, key in TOKEN_DETAILS.items() if _is_count(reported.get(key))}
     return TokenUsage(
         input=_count(reported.get("input_tokens")), output=_count(reported.get("output_tokens")), details=details
@@ -114,15 +122,13 @@ def _provider(provider_id: str) -> Provider:
 
 @lru_cache(maxsize=4096)
 def priced_model(provider: str, model: str) -> tuple[Provider, ModelInfo] | None:
-    """genai-prices' provider and model for a request, looked up once per pair; None when unknown."""
-    snapshot = get_snapshot()
+    """genai-prices' provider and model for a request, looked up once per pair; None when unknown.
+
+    The bounded cache keeps unknown names too, and the lookup bypasses genai-prices' own
+    per-name caches, so random model names cannot grow memory.
+    """
     provider_id = _PROVIDER_IDS.get(provider, provider)
-    for candidate in (provider_id, None):
-        try:
-            return snapshot.find_provider_model(model, None, candidate, None)
-        except LookupError:
-            continue
-    return None
+    return price_plan.find_model(model, provider_id) or price_plan.find_model(model, None)
 
 
 def _load_overrides() -> None:
@@ -172,9 +178,7 @@ def request_cost(*, provider: str, model: str, at: datetime, usage: TokenUsage) 
             return None
         library_provider, library_model = found
         try:
-            cost = library_model.calc_price(
-                usage.priced_usage(), library_provider, genai_request_timestamp=at
-            ).total_price
+            cost = price_plan.total_price(library_model, library_provider, usage.priced_values(), at)
         except (ValueError, TypeError):
             logger.warning("telemetry: genai-prices could not price %s/%s for %r", provider, model, usage)
             return None
