@@ -13,7 +13,6 @@ import orjson
 from django.conf import settings
 
 from proxy.errors import ErrorFormat
-from proxy.providers.base import upstream_failure
 from proxy.translation import MessagesStreamTranslator, messages_error_to_chat
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
@@ -308,6 +307,9 @@ async def relay(
             yield tail
         ended = True
     except httpx.HTTPError as exc:
+        # Imported here: the adapters' module relays streams with this one.
+        from proxy.providers.base import upstream_failure
+
         failure = upstream_failure(exc)
         record.error_type = "upstream_stream_interrupted"
         record.provider_error_type = failure.code
