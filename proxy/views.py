@@ -127,7 +127,7 @@ class ProxyView(APIView):
         if not record.request_body:
             # Refused before its body was looked at: the record keeps the size only.
             unread = getattr(self.request, "unread_body", None)
-            record.request_size = unread.size if unread is not None else len(self.request.body)
+            record.body_unread(unread.size if unread is not None else len(self.request.body))
         if error.kind == "method_not_allowed":
             response["allow"] = self.allowed_methods()
         return response
@@ -168,10 +168,7 @@ class ProxyView(APIView):
         raise self.unread_body_error(unread)
 
     def unread_body_error(self, unread: UnreadBody) -> GatewayError:
-        record = self.record
-        record.request_size = unread.size
-        if record.content_logging != "metadata":
-            record.request_body = unread.prefix
+        self.record.body_unread(unread.size, unread.prefix)
         if unread.reason == TIMED_OUT:
             timeout = settings.GATEWAY_BODY_READ_TIMEOUT
             return GatewayError(

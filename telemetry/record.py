@@ -108,6 +108,12 @@ class RequestRecord:
             self.project_name = project.name
         self.content_logging = attribution.content_logging
 
+    def body_unread(self, size: int, prefix: bytes = b"") -> None:
+        """The body was refused before it was read whole: its size and, unless metadata only, its start."""
+        self.request_size = size
+        if prefix and self.content_logging != "metadata":
+            self.request_body = prefix
+
     def routed(self, route) -> None:
         """The provider (a `routing.Route`) and the model name it is sent."""
         self.provider = route.provider.name
