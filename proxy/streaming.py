@@ -13,8 +13,7 @@ import orjson
 from django.conf import settings
 
 from proxy.errors import ErrorFormat
-from proxy.providers.base import upstream_failure
-from proxy.translation import MessagesStreamTranslator
+from proxy.translation import MessagesStreamTranslator, messages_error_to_chat
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
 from telemetry.streams import parse_sse_event
@@ -34,6 +33,9 @@ def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 class Passthrough:
     """Forward every event unchanged (the client speaks the provider's protocol)."""
+
+    # Set by a transform once the client's stream is over (an error was sent): the relay stops reading.
+    ended = False
 
     def __init__(self, dialect: str = "openai"):
         self.dialect = dialect
@@ -73,8 +75,11 @@ class AnthropicToChatChunks:
     def __init__(self, *, model: str, include_usage: bool):
         self.translator = MessagesStreamTranslator(model=model, include_usage=include_usage)
         self.done = False
+        self.ended = False
 
     def __call__(self, event: bytes, record: RequestRecord) -> bytes | None:
+        if self.ended:
+            return None
         name, data = parse_sse_event(event)
         try:
             payload = orjson.loads(data) if data else None
@@ -87,12 +92,17 @@ class AnthropicToChatChunks:
             encoded = b"data: " + orjson.dumps(chunk)
             record.capture_stream_event(encoded)
             out.append(encoded + b"\n\n")
-        error = getattr(self.translator, "error", None)
-        if error:
-            record.provider_error_type = (error.get("type") if isinstance(error, dict) else None) or "stream_error"
+        error = self.translator.error
+        if error is not None:
+            # A chat client reads an error mid-stream in OpenAI's shape, and nothing after it.
+            detail = error.get("error")
+            record.provider_error_type = (detail.get("type") if isinstance(detail, dict) else None) or "stream_error"
             record.error_type = "upstream_stream_error"
-            out.append(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
-        if (name or payload.get("type")) == "message_stop":
+            encoded = b"data: " + orjson.dumps(messages_error_to_chat(error, 500))
+            record.capture_stream_event(encoded)
+            out.append(encoded + b"\n\n")
+            self.ended = True
+        elif (name or payload.get("type")) == "message_stop":
             self.done = True
             out.append(DONE_EVENT)
         return b"".join(out) or None
@@ -285,6 +295,9 @@ async def relay(
                 if out:
                     record.mark_first_byte()
                     yield out
+                if transform.ended:
+                    pending = b""
+                    break
         if pending.strip():
             out = transform(pending.strip(b"\r\n"), record)
             if out:
@@ -294,6 +307,9 @@ async def relay(
             yield tail
         ended = True
     except httpx.HTTPError as exc:
+        # Imported here: the adapters' module relays streams with this one.
+        from proxy.providers.base import upstream_failure
+
         failure = upstream_failure(exc)
         record.error_type = "upstream_stream_interrupted"
         record.provider_error_type = failure.code

@@ -90,6 +90,70 @@ class RequestRecord:
     latency_ms: float | None = None
     provider_latency_ms: float | None = None
 
+    # --- Filled by the proxy, step by step --------------------------------------
+
+    def authenticated(self, grant) -> None:
+        """The gateway key checked (an `auth.KeyGrant`): the org is known even if attribution fails."""
+        self.org_id = grant.org_slug
+        self.gateway_key_id = grant.key_id
+
+    def attribute(self, attribution) -> None:
+        """Who the request is for (an `auth.Attribution`): user, experiment, thread, project, logging level."""
+        self.user_id = attribution.user_id
+        self.experiment_id = attribution.experiment_id
+        self.thread_id = attribution.thread_id
+        project = attribution.project
+        if project is not None:
+            self.project_id = project.slug
+            self.project_name = project.name
+        self.content_logging = attribution.content_logging
+
+    def body_unread(self, size: int, prefix: bytes = b"") -> None:
+        """The body was refused before it was read whole: its size and, unless metadata only, its start."""
+        self.request_size = size
+        if prefix and self.content_logging != "metadata":
+            self.request_body = prefix
+
+    def routed(self, route) -> None:
+        """The provider (a `routing.Route`) and the model name it is sent."""
+        self.provider = route.provider.name
+        self.upstream_model = route.upstream_model or None
+
+    def upstream_answered(self, status: int, request_id: str | None, latency_ms: float) -> None:
+        """The provider's status line and headers arrived."""
+        self.provider_status_code = status
+        self.provider_request_id = request_id
+        self.provider_latency_ms = latency_ms
+
+    def upstream_read(self, latency_ms: float) -> None:
+        """The provider's whole (non-streamed) body arrived."""
+        self.provider_latency_ms = latency_ms
+
+    def upstream_failed(self, kind: str, message: str | None = None, latency_ms: float | None = None) -> None:
+        """The gateway got no usable answer: `kind` is the provider error type the log shows."""
+        self.provider_error_type = kind
+        if message is not None:
+            self.error_message = message
+        if latency_ms is not None:
+            self.provider_latency_ms = latency_ms
+
+    def upstream_refused(self, provider_error_type: str) -> None:
+        """The provider answered with an error of its own (4xx/5xx), passed on to the client."""
+        self.provider_error_type = provider_error_type
+        self.error_type = "provider_error"
+
+    def answered(self, *, json: dict | None = None, body: bytes | None = None) -> None:
+        """What the client was sent, parsed where the gateway parsed it anyway."""
+        if json is not None:
+            self.response_json = json
+        if body is not None:
+            self.response_body = body
+
+    def rejected(self, error_type: str, body: bytes) -> None:
+        """The gateway answered with an error of its own."""
+        self.error_type = error_type
+        self.response_body = body
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_perf) * 1000.0
 

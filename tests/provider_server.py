@@ -19,6 +19,7 @@ The request's ``model`` picks the behaviour, so a test only has to choose a mode
     chunks-<n>        answer with n content pieces, streamed as n chunks
     slowstream-<ms>   wait that long before each content piece (without a stream: in total before answering)
     die-midstream     stream 3 content pieces, then close the connection (without a stream: close it at once)
+    overloaded-midstream  (Anthropic) stream 3 content pieces, then an `event: error` (overloaded_error), then end
     endless-<ms>      stream a content piece every <ms> milliseconds, forever
     stall-<seconds>   stream 3 content pieces, then go quiet for that long before the rest
     lateusage-<ms>    send the stream's usage chunk that long after the chunk with finish_reason
@@ -148,6 +149,7 @@ class _Behaviour:
     pieces: int = DEFAULT_PIECES
     piece_delay: float = 0.0
     die: bool = False
+    overloaded_midstream: bool = False
     endless: bool = False
     stall: float = 0.0
     usage_delay: float = 0.0
@@ -184,6 +186,8 @@ def _behaviour(model: str) -> _Behaviour:
         return _Behaviour(malformed=True)
     if model == "die-midstream":
         return _Behaviour(die=True)
+    if model == "overloaded-midstream":
+        return _Behaviour(overloaded_midstream=True)
     switch, _, argument = model.partition("-")
     try:
         if switch == "slow":
@@ -801,6 +805,11 @@ async def _stream_message(
         )
         await call.send(event("content_block_stop", index=1))
         stop_reason = "tool_use"
+    elif call.behaviour.overloaded_midstream:
+        for piece in pieces[:DIE_AFTER_PIECES]:
+            await call.send(event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece}))
+        await call.send(event("error", error={"type": "overloaded_error", "message": "Overloaded"}))
+        return call.response  # type: ignore[return-value]
     else:
         await call.send_pieces(
             pieces, lambda piece: (event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece}),)

@@ -1,27 +1,39 @@
-"""Talking to providers: one shared HTTP client, one small adapter per wire protocol.
+"""Talking to providers: one shared HTTP client and the base adapter, which owns the exchange.
 
-An adapter knows where a provider's endpoints are and how it authenticates;
-mapping payloads between protocols lives in proxy/translation.py.
+The adapters for each wire protocol (proxy/providers/adapters.py) know where a provider's
+endpoints are, how it authenticates and how its payloads and errors map to the client's;
+the mapping between protocols itself lives in proxy/translation.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from http.cookiejar import CookieJar
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
 import httpx
+import orjson
 from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
 from httpx_aiohttp import AiohttpTransport
 
-from proxy.errors import GatewayError, invalid_request
+from proxy import streaming
+from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
 from proxy.providers.registry import Dialect, ProviderSpec
 
-ANTHROPIC_DEFAULT_VERSION = "2023-06-01"
+if TYPE_CHECKING:
+    from telemetry.record import RequestRecord
+
+logger = logging.getLogger(__name__)
 
 # Response headers worth passing back: SDKs read them for retries and rate limits.
 PASSTHROUGH_RESPONSE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after", "openai-")
@@ -193,14 +205,37 @@ def deployment_path_segment(model: str) -> str:
     return quote(model, safe="")
 
 
+@dataclass(slots=True)
+class Exchange:
+    """The client's side of one call to a provider: its record, its headers, and the error format it reads."""
+
+    record: RequestRecord
+    client_headers: Mapping[str, str]
+    meta: dict
+    traceparent: str
+    error_format: ErrorFormat
+
+
 class ProviderAdapter:
+    """One provider call: this class owns the exchange, subclasses map one wire protocol's payloads and errors.
+
+    The exchange is the shared client, its timeouts, the response byte cap, transport failures mapped to
+    502/504, and the refusal to call the gateway itself. Subclasses override the mapping hooks only.
+    """
+
     dialect: Dialect = Dialect.OPENAI
+    # How the record reads the stream relayed to the client.
+    stream_dialect = "openai"
     forwarded_request_headers: tuple[str, ...] = ()
 
-    def __init__(self, spec: ProviderSpec, *, api_key: str, base_url: str):
+    def __init__(self, spec: ProviderSpec, *, api_key: str, base_url: str, exchange: Exchange | None = None):
         self.spec = spec
         self.api_key = api_key
         self.base_url = base_url
+        self.exchange = exchange
+        self.started = 0.0
+
+    # --- Mapping: what each protocol overrides ---------------------------------
 
     def url(self, endpoint: str, upstream_model: str | None) -> str:
         return f"{self.base_url}/{endpoint}"
@@ -217,57 +252,215 @@ class ProviderAdapter:
         headers.update(self.auth_headers())
         return headers
 
+    def prepare(self, endpoint: str, payload: dict, body: bytes):
+        """The URL, the bytes to send (the client's own, untouched, where possible) and the stream transform.
 
-class OpenAIAdapter(ProviderAdapter):
-    dialect = Dialect.OPENAI
-    forwarded_request_headers = ("openai-beta",)
+        The transform is None for a request that is not streamed.
+        """
+        record = self.exchange.record
+        upstream_model = record.upstream_model
+        content = orjson.dumps(payload | {"model": upstream_model}) if upstream_model != payload["model"] else body
+        transform = streaming.Passthrough(dialect=self.stream_dialect) if record.stream else None
+        return self.url(endpoint, upstream_model), content, transform
 
-    def auth_headers(self):
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    def translated_response(self, parsed: dict, upstream: httpx.Response) -> dict | None:
+        """The client's answer where it differs from the provider's; None sends the provider's bytes."""
+        return None
 
+    def translated_error(self, parsed: dict | None, status: int) -> dict | None:
+        """The client's error body where it differs from the provider's; None sends the provider's bytes."""
+        return None
 
-class AzureOpenAIAdapter(OpenAIAdapter):
-    """Azure serves each model as a deployment, keyed by `api-key`."""
+    # --- The exchange ------------------------------------------------------------
 
-    def url(self, endpoint: str, upstream_model: str | None) -> str:
-        version = settings.AZURE_API_VERSION
-        if endpoint == "models" or upstream_model is None:
-            return f"{self.base_url}/openai/{endpoint}?api-version={version}"
-        deployment = deployment_path_segment(upstream_model)
-        return f"{self.base_url}/openai/deployments/{deployment}/{endpoint}?api-version={version}"
+    async def forward(self, endpoint: str, payload: dict, body: bytes) -> HttpResponse:
+        url, content, transform = self.prepare(endpoint, payload, body)
+        if transform is None:
+            return await self.call_json(url, content)
+        return await self.call_stream(url, content, transform)
 
-    def auth_headers(self):
-        return {"api-key": self.api_key} if self.api_key else {}
+    async def list_models(self) -> HttpResponse:
+        upstream = await self.send("GET", self.url("models", None), None, stream=False)
+        body = await self.read(upstream)
+        if upstream.status_code >= 400:
+            return self.error_response(upstream, body)
+        parsed = _json_or_none(body)
+        if not isinstance(parsed, dict):
+            raise self.malformed(upstream)
+        self.exchange.record.answered(json=parsed)
+        return json_response(parsed, status=upstream.status_code)
 
+    async def call_json(self, url: str, content: bytes) -> HttpResponse:
+        upstream = await self.send("POST", url, content, stream=False)
+        body = await self.read(upstream)
+        if upstream.status_code >= 400:
+            return self.error_response(upstream, body)
+        parsed = _json_or_none(body)
+        if not isinstance(parsed, dict):
+            raise self.malformed(upstream)
+        translated = self.translated_response(parsed, upstream)
+        if translated is not None:
+            parsed = translated
+            body = orjson.dumps(translated)
+        self.exchange.record.answered(json=parsed)
+        return self.client_response(upstream, body, content_type="application/json")
 
-class AnthropicAdapter(ProviderAdapter):
-    dialect = Dialect.ANTHROPIC
-    forwarded_request_headers = ("anthropic-beta",)
-
-    def url(self, endpoint: str, upstream_model: str | None) -> str:
-        return f"{self.base_url}/v1/{endpoint}"
-
-    def headers(self, client_headers, *, traceparent: str) -> dict[str, str]:
-        headers = super().headers(client_headers, traceparent=traceparent)
-        headers["anthropic-version"] = client_headers.get("anthropic-version") or ANTHROPIC_DEFAULT_VERSION
-        return headers
-
-    def auth_headers(self):
-        return {"x-api-key": self.api_key} if self.api_key else {}
-
-
-ADAPTERS: dict[Dialect, type[ProviderAdapter]] = {
-    Dialect.OPENAI: OpenAIAdapter,
-    Dialect.AZURE: AzureOpenAIAdapter,
-    Dialect.ANTHROPIC: AnthropicAdapter,
-}
-
-
-def adapter_for(spec: ProviderSpec, *, api_key: str, base_url: str) -> ProviderAdapter:
-    if not base_url:
-        raise GatewayError(
-            f"No base URL is configured for provider {spec.name!r}: set {spec.env_prefix}_BASE_URL.",
-            kind="invalid_request",
-            code="provider_not_configured",
+    async def call_stream(self, url: str, content: bytes, transform) -> HttpResponse:
+        upstream = await self.send("POST", url, content, stream=True)
+        if upstream.status_code >= 400:
+            return self.error_response(upstream, await self.read(upstream))
+        encoding = upstream.headers.get("content-encoding")
+        if "text/event-stream" not in upstream.headers.get("content-type", "") or not streaming.decodable(encoding):
+            await upstream.aclose()
+            raise self.malformed(upstream)
+        response = StreamingHttpResponse(
+            streaming.relay(
+                upstream,
+                record=self.exchange.record,
+                transform=transform,
+                error_format=self.exchange.error_format,
+                limits=streaming.StreamLimits.from_settings(),
+                encoding=encoding,
+            ),
+            content_type="text/event-stream",
         )
-    return ADAPTERS[spec.dialect](spec, api_key=api_key, base_url=base_url)
+        response["cache-control"] = "no-cache"
+        response["x-accel-buffering"] = "no"
+        self.copy_headers(upstream, response)
+        return response
+
+    async def send(self, method: str, url: str, content: bytes | None, *, stream: bool) -> httpx.Response:
+        """The provider's response with its headers read; its body is read by `read` or by the relay."""
+        self.refuse_to_call_gateway()
+        exchange = self.exchange
+        client = shared_client()
+        headers = self.headers(exchange.client_headers, traceparent=exchange.traceparent)
+        if stream:
+            # Compressing a stream only delays its events; an upstream that still does is decoded by the relay.
+            headers["accept-encoding"] = "identity"
+        timeout = _timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
+        upstream_request = client.build_request(method, _url(url), content=content, headers=headers, timeout=timeout)
+        self.started = started = time.perf_counter()
+        try:
+            # Always as a stream: a body is read under GATEWAY_MAX_RESPONSE_BYTES, never whole by httpx.
+            upstream = await client.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.transport_failure(exc, latency_ms=(time.perf_counter() - started) * 1000.0) from None
+        response_headers = upstream.headers
+        exchange.record.upstream_answered(
+            upstream.status_code,
+            response_headers.get("x-request-id") or response_headers.get("request-id"),
+            (time.perf_counter() - started) * 1000.0,
+        )
+        return upstream
+
+    async def read(self, upstream: httpx.Response) -> bytes:
+        """The whole body, decompressed, but never more than GATEWAY_MAX_RESPONSE_BYTES of it (gzip bombs)."""
+        limit = settings.GATEWAY_MAX_RESPONSE_BYTES
+        chunks = []
+        size = 0
+        try:
+            async for chunk in upstream.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self.response_too_large(limit)
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self.transport_failure(exc) from None
+        finally:
+            await upstream.aclose()
+        self.exchange.record.upstream_read((time.perf_counter() - self.started) * 1000.0)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def refuse_to_call_gateway(self) -> None:
+        """A base URL that is the gateway's own address would loop (a shell's OPENAI_BASE_URL, meant for an SDK)."""
+        meta = self.exchange.meta
+        server_port = meta.get("SERVER_PORT")
+        server = (meta.get("SERVER_NAME", ""), int(server_port)) if server_port and server_port.isdigit() else None
+        if not points_at_gateway(self.base_url, server=server, host_header=meta.get("HTTP_HOST")):
+            return
+        spec = self.spec
+        message = (
+            f"The base URL of provider {spec.name!r} ({display_host(self.base_url)}) is this gateway's own "
+            f"address, so the request would come straight back here. Point {spec.env_prefix}_BASE_URL (or the "
+            f"org's {spec.label} credential) at the provider itself; a shell that exported {spec.env_prefix}_BASE_URL "
+            "for an SDK is the usual cause."
+        )
+        record = self.exchange.record
+        record.upstream_failed("upstream_is_gateway", message)
+        logger.warning("Refused to forward request %s to the gateway itself: %s", record.id, message)
+        raise GatewayError(message, kind="bad_gateway", code="upstream_is_gateway")
+
+    def transport_failure(self, exc: httpx.HTTPError, *, latency_ms: float | None = None) -> GatewayError:
+        failure = upstream_failure(exc, provider=self.spec.name, base_url=self.base_url)
+        record = self.exchange.record
+        record.upstream_failed(failure.code, failure.message, latency_ms)
+        logger.warning("Request %s: %s", record.id, failure.message)
+        return failure
+
+    def response_too_large(self, limit: int) -> GatewayError:
+        message = (
+            f"The provider's response is larger than the gateway's limit of {limit} bytes "
+            "(GATEWAY_MAX_RESPONSE_BYTES, counted after decompression)."
+        )
+        self.exchange.record.upstream_failed("response_too_large", message)
+        return GatewayError(message, kind="bad_gateway", code="upstream_response_too_large")
+
+    def malformed(self, upstream: httpx.Response) -> GatewayError:
+        self.exchange.record.upstream_failed("malformed_response")
+        return GatewayError(
+            f"The provider answered with an unreadable response (HTTP {upstream.status_code}, "
+            f"{upstream.headers.get('content-type', 'no content type')}).",
+            kind="bad_gateway",
+            code="bad_upstream_response",
+        )
+
+    def error_response(self, upstream: httpx.Response, body: bytes) -> HttpResponse:
+        """A provider's 4xx/5xx reaches the client with the provider's status, in the client's format."""
+        record = self.exchange.record
+        parsed = _json_or_none(body)
+        if not isinstance(parsed, dict):
+            parsed = None
+        error = parsed.get("error") if parsed is not None else None
+        record.upstream_refused(
+            (error.get("type") if isinstance(error, dict) else None) or f"http_{upstream.status_code}"
+        )
+        translated = self.translated_error(parsed, upstream.status_code)
+        if translated is None:
+            record.answered(body=body)
+            return self.client_response(upstream, body)
+        body = orjson.dumps(translated)
+        record.answered(json=translated, body=body)
+        return self.client_response(upstream, body, content_type="application/json")
+
+    def client_response(self, upstream: httpx.Response, body: bytes, *, content_type: str | None = None):
+        response = HttpResponse(
+            body,
+            status=upstream.status_code,
+            content_type=content_type or upstream.headers.get("content-type", "application/json"),
+        )
+        self.copy_headers(upstream, response)
+        return response
+
+    def copy_headers(self, upstream: httpx.Response, response: HttpResponse) -> None:
+        for name, value in upstream.headers.items():
+            if passed_back(name):
+                response[name] = value
+
+
+@lru_cache(maxsize=4096)
+def _url(url: str) -> httpx.URL:
+    # httpx parses URLs in Python; a gateway calls the same few endpoints over and over.
+    return httpx.URL(url)
+
+
+@lru_cache(maxsize=16)
+def _timeout(total: float, connect: float) -> httpx.Timeout:
+    return httpx.Timeout(total, connect=connect)
+
+
+def _json_or_none(body: bytes):
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None

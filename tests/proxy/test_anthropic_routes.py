@@ -188,3 +188,23 @@ def test_n_above_one_is_rejected_for_claude(chat, published):
         )
     assert caught.value.body["param"] == "n"
     assert published.wait_for_count(1)[-1]["attributes"]["metadata"]["status_code"] == 400
+
+
+def test_an_error_event_inside_a_translated_stream_reaches_the_chat_client_in_openai_format(caller, chat, published):
+    body = {"model": "claude-overloaded-midstream", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    headers = {"authorization": f"Bearer {caller.key}"}
+    with httpx.stream("POST", caller.openai_base_url + "/chat/completions", json=body, headers=headers) as response:
+        events = [event for event in response.read().decode().split("\n\n") if event.strip()]
+    assert response.status_code == 200
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "tok0 tok1 tok2 "
+    # The stream ends with the error, in OpenAI's format, and nothing after it (no [DONE]).
+    assert events[-1].startswith("data: ")
+    assert json.loads(events[-1].removeprefix("data: ")) == {
+        "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded"}
+    }
+    metadata = published.wait_for(response.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["provider_error_type"] == "overloaded_error"
+    assert metadata["error_type"] == "upstream_stream_error"
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        list(chat.chat.completions.create(**body))
