@@ -274,7 +274,7 @@ class RequestRecord:
                 },
             },
         }
-        return storable.capped(storable.storable_text(document), max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
+        return storable.storable(document, max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
 
     def _token_usage(self, reported) -> pricing.TokenUsage:
         """Counts from the provider's usage object, read as genai-prices reads it."""

@@ -31,6 +31,17 @@ _PAYLOADS = (
 )
 
 
+def storable(document: dict, *, max_bytes: int) -> dict:
+    """`storable_text` then `capped`, with one encoding for the common document that needs neither."""
+    try:
+        encoded = orjson.dumps(document)
+    except TypeError:
+        return capped(_serialisable(document), max_bytes=max_bytes)
+    if b"\\u0000" in encoded:
+        return capped(_clean(document), max_bytes=max_bytes)
+    return document if len(encoded) <= max_bytes else capped(document, max_bytes=max_bytes)
+
+
 def storable_text(document: dict) -> dict:
     """The document, or a copy with NUL, lone surrogates and oversized integers made storable."""
     try:
