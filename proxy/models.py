@@ -248,3 +248,105 @@ class ModelRoute(models.Model):
 
     def __str__(self):
         return f"{self.model_name} → {self.provider}/{self.upstream_model or self.model_name}"
+
+
+class ModelGroup(models.Model):
+    """A model name callers send, served by a group of deployments, with its retry and cooldown policy.
+
+    A group with an org serves that org only and wins over a shared group (no org) of the same name.
+    """
+
+    class Strategy(models.TextChoices):
+        WEIGHTED = "weighted", "Weighted random"
+        LEAST_BUSY = "least-busy", "Least busy (fewest requests in flight)"
+        LATENCY = "latency", "Lowest recent latency"
+
+    org = models.ForeignKey(
+        Organisation,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="model_groups",
+        help_text="Leave empty for a group every org may use.",
+    )
+    name = models.CharField(max_length=200, help_text="The model name callers send.")
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.WEIGHTED)
+    num_retries = models.PositiveSmallIntegerField(
+        default=2, help_text="Further attempts after the first, on connect errors, timeouts, 429 and 5xx."
+    )
+    allowed_fails = models.PositiveSmallIntegerField(
+        default=3, help_text="Failures of one deployment within the cooldown time that put it in cooldown."
+    )
+    cooldown_seconds = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], name="model_group_name_unique_in_org"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(org__isnull=True), name="shared_model_group_name_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.org.slug}: {self.name}" if self.org_id else self.name
+
+
+class Deployment(models.Model):
+    """One upstream serving a model group: a provider, where it lives, its key and its model name there."""
+
+    group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="deployments")
+    name = models.SlugField(max_length=100, help_text="Names the deployment in logs and dashboards.")
+    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    base_url = models.URLField("Base URL", blank=True, help_text="Empty: the provider's configured base URL.")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        help_text="Read the key from this environment variable instead of storing it.",
+    )
+    upstream_model = models.CharField(max_length=200, help_text="The model name sent to the provider.")
+    weight = models.PositiveIntegerField(default=1)
+    rpm = models.PositiveIntegerField("Requests per minute", null=True, blank=True)
+    tpm = models.PositiveIntegerField("Tokens per minute", null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["group__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["group", "name"], name="deployment_name_unique_in_group")]
+
+    def __str__(self):
+        return f"{self.group.name}/{self.name} → {self.provider}/{self.upstream_model}"
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @api_key.setter
+    def api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+
+class Fallback(models.Model):
+    """Where a model group's requests go, in order, when every deployment of the group failed."""
+
+    class Trigger(models.TextChoices):
+        FAILURE = "failure", "Any failure (connect errors, timeouts, 429, 5xx)"
+        CONTEXT_WINDOW = "context_window", "Context window exceeded"
+        CONTENT_POLICY = "content_policy", "Content policy refusal"
+
+    group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="fallbacks")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.FAILURE)
+    to_group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["group", "trigger", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "trigger", "to_group"], name="fallback_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.group.name} → {self.to_group.name} ({self.trigger})"
