@@ -152,6 +152,8 @@ GATEWAY_MAX_CONCURRENT_REQUESTS = _positive(
     "GATEWAY_MAX_CONCURRENT_REQUESTS", env.int("GATEWAY_MAX_CONCURRENT_REQUESTS", default=1000)
 )
 GATEWAY_DEFAULT_PROVIDER = env.str("GATEWAY_DEFAULT_PROVIDER", default="openai")
+# A configuration file (the gateway's own format or a LiteLLM config.yaml) `make run` applies at start.
+GATEWAY_CONFIG_FILE = env.str("GATEWAY_CONFIG_FILE", default="")
 GATEWAY_UPSTREAM_TIMEOUT = _positive("GATEWAY_UPSTREAM_TIMEOUT", env.float("GATEWAY_UPSTREAM_TIMEOUT", default=600.0))
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = _positive(
     "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=10.0)
