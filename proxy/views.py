@@ -15,13 +15,14 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from proxy import auth
+from proxy import auth, catalog
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
 from proxy.credentials import upstream_credentials
-from proxy.errors import ErrorFormat, GatewayError, invalid_request
+from proxy.db import run_in_db_thread
+from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
 from proxy.providers.adapters import adapter_for
 from proxy.providers.base import Exchange, ProviderAdapter
-from proxy.providers.registry import PROVIDERS, Dialect
+from proxy.providers.registry import Dialect
 from proxy.routing import Route, choose_route
 from proxy.tracing import trace_context
 from telemetry.handoff import pipeline
@@ -295,18 +296,66 @@ class MessagesView(ProxyView):
         return await adapter.forward(self.endpoint, payload, body)
 
 
-class ModelsView(ProxyView):
-    """The model list of the provider chosen by `x-provider` (or the default provider)."""
+class CatalogView(ProxyView):
+    """The gateway's own model catalog, in Anthropic's shape for the Anthropic SDK (it sends `anthropic-version`)."""
+
+    http_method_names = ["get", "options"]
+
+    @property
+    def error_format(self) -> ErrorFormat:
+        return ErrorFormat.ANTHROPIC if "HTTP_ANTHROPIC_VERSION" in self.request.META else ErrorFormat.OPENAI
+
+    async def catalog(self, request) -> list[catalog.CatalogModel]:
+        attribution = await self.authenticate(request)
+        return await run_in_db_thread(catalog.model_catalog, org_pk=attribution.grant.org_pk)
+
+    def answer(self, body: dict) -> HttpResponse:
+        self.record.answered(json=body)
+        return json_response(body, status=200)
+
+
+class ModelsView(CatalogView):
+    """The model groups and routes this key may use, whatever the providers offer."""
 
     async def get(self, request):
-        attribution = await self.authenticate(request)
-        provider_name = (request.headers.get("x-provider") or settings.GATEWAY_DEFAULT_PROVIDER).lower()
-        if provider_name not in PROVIDERS:
-            raise invalid_request(f"Unknown provider {provider_name!r}.", code="unknown_provider")
-        route = Route(PROVIDERS[provider_name], "")
-        self.record.routed(route)
-        adapter = await self.adapter(request, route, attribution)
-        return await adapter.list_models()
+        models = await self.catalog(request)
+        if self.error_format is ErrorFormat.OPENAI:
+            return self.answer(catalog.openai_list(models))
+        return self.answer(
+            catalog.anthropic_page(
+                models,
+                limit=_anthropic_limit(request.GET.get("limit")),
+                after_id=request.GET.get("after_id"),
+                before_id=request.GET.get("before_id"),
+            )
+        )
+
+
+class ModelView(CatalogView):
+    """One model of the catalog; a 404 for a model this key may not use."""
+
+    async def get(self, request, model_id: str):
+        self.record.model = model_id
+        models = await self.catalog(request)
+        model = next((model for model in models if model.id == model_id), None)
+        if model is None:
+            raise GatewayError(
+                f"The model {model_id!r} does not exist or you do not have access to it.",
+                kind="not_found",
+                code="model_not_found",
+                param="model",
+            )
+        return self.answer(model.openai() if self.error_format is ErrorFormat.OPENAI else model.anthropic())
+
+
+def _anthropic_limit(value: str | None) -> int:
+    if value is None:
+        return catalog.ANTHROPIC_DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= catalog.ANTHROPIC_MAX_LIMIT:
+        raise invalid_request(
+            f"limit must be an integer from 1 to {catalog.ANTHROPIC_MAX_LIMIT}.", code="invalid_value", param="limit"
+        )
+    return int(value)
 
 
 class UnknownPathView(ProxyView):

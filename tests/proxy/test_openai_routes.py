@@ -6,6 +6,8 @@ import httpx
 import openai
 import pytest
 
+from proxy.models import ModelRoute
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -181,8 +183,10 @@ def test_completions_embeddings_and_models(client, published):
     assert [item.index for item in embeddings.data] == [0, 1]
     assert len(embeddings.data[0].embedding) > 0
 
+    # The list is the gateway's catalog (here a model route), not the provider's.
+    ModelRoute.objects.create(model_name="gpt-4o-mini", provider="openai")
     models = client.models.list()
-    assert "gpt-4o-mini" in [model.id for model in models.data]
+    assert [model.id for model in models.data] == ["gpt-4o-mini"]
 
     documents = published.wait_for_count(4)
     paths = sorted(document["attributes"]["metadata"]["path"] for document in documents)
