@@ -38,10 +38,12 @@ migrate: install
 
 # The gateway on 127.0.0.1:$(PORT) with a Celery worker. Without DATABASE_URL, REDIS_URL and
 # ELASTICSEARCH_URL it runs on embedded defaults: SQLite, a filesystem broker, no Elasticsearch;
-# only that embedded database gets demo data, once. Ctrl-C or SIGTERM stops both processes.
+# only that embedded database gets demo data, once. GATEWAY_CONFIG_FILE, when set, is applied
+# first. Ctrl-C or SIGTERM stops both processes.
 run: migrate
 	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@$(BIN)/python manage.py seed_demo_logs --count $(DEMO_LOG_COUNT) --if-empty --embedded-only
+	@$(BIN)/python manage.py gateway_config apply --if-configured
 	@rm -rf $(VAR_DIR)/prometheus && mkdir -p $(VAR_DIR)/prometheus
 	@PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus exec $(BIN)/python -m gateway_project.launcher \
 		--url http://127.0.0.1:$(PORT) --web "$(WEB)" --worker "$(WORKER)"

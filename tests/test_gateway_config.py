@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import textwrap
+import threading
+from pathlib import Path
 
 import pytest
 import yaml
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 from django.test import override_settings
 
 from gateway_project.config_file import sections
@@ -556,3 +559,45 @@ def test_apply_if_configured_without_a_file_does_nothing():
         assert run("apply", "--if-configured") == ("", "")
         with pytest.raises(CommandError, match="GATEWAY_CONFIG_FILE"):
             run("apply")
+
+
+def test_the_readme_example_applies_as_written(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Configuration as code") :]
+    example = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))]
+
+    out, err = run("apply", write(tmp_path, example))
+
+    assert err == ""
+    assert summary(out)["model groups"] == "4 created, 0 updated, 0 unchanged"
+    assert ModelGroup.objects.get(org__slug="acme", name="gpt-4o").deployments.get().api_key_env == "ACME_AZURE_KEY"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_applies_of_one_file_create_everything_once(tmp_path):
+    """Gateway containers starting together each apply GATEWAY_CONFIG_FILE."""
+    path = write(tmp_path, EXAMPLE)
+    results: list = []
+
+    def apply():
+        try:
+            results.append(run("apply", path)[0])
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            results.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=apply) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert all(isinstance(result, str) for result in results), results
+    assert sorted(summary(result)["orgs"] for result in results) == [
+        "0 created, 0 updated, 2 unchanged",
+        "0 created, 0 updated, 2 unchanged",
+        "0 created, 0 updated, 2 unchanged",
+        "2 created, 0 updated, 0 unchanged",
+    ]
+    assert Deployment.objects.count() == 5

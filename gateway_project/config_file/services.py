@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from gateway_project.config_file import sections
 from gateway_project.config_file.litellm import is_litellm, read_litellm
@@ -36,6 +36,8 @@ from gateway_project.config_file.plan import (
 from proxy.models import Deployment, Fallback, ModelGroup, Organisation, Project
 
 KINDS = ("orgs", "projects", "model groups", "deployments", "fallbacks")
+# Several gateway containers may apply the same file as they start: one at a time, the others then find it applied.
+_APPLY_LOCK_ID = 0x7467_636F_6E66  # "tgconf"
 
 
 @dataclass
@@ -91,6 +93,9 @@ def gateway_config_apply(*, plan: ConfigPlan, dry_run: bool = False) -> ApplyRes
     result.warnings.extend(_clear_key_warnings(plan))
     try:
         with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_APPLY_LOCK_ID])
             _check_fallback_targets(plan)
             orgs = {org_plan.slug: _apply_org(org_plan, result) for org_plan in plan.orgs}
             groups = {(g.org_slug, g.name): _apply_group(g, orgs, result) for g in plan.groups}
