@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import textwrap
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from django.test import override_settings
 
 from gateway_project.config_file import sections
 from proxy.models import Deployment, Fallback, ModelGroup, Organisation, Project
+from tests.test_make_run import MakeRun
 
 pytestmark = pytest.mark.django_db
 
@@ -601,3 +603,28 @@ def test_concurrent_applies_of_one_file_create_everything_once(tmp_path):
         "2 created, 0 updated, 0 unchanged",
     ]
     assert Deployment.objects.count() == 5
+
+
+def test_make_run_applies_gateway_config_file_before_serving(tmp_path):
+    run = MakeRun(tmp_path, DEMO_LOG_COUNT="0", GATEWAY_CONFIG_FILE=str(write(tmp_path, EXAMPLE)))
+    try:
+        run.wait_until_ready()
+        with sqlite3.connect(tmp_path / "tollgate.sqlite3") as database:
+            orgs = database.execute("SELECT slug FROM proxy_organisation ORDER BY slug").fetchall()
+            groups = database.execute("SELECT count(*) FROM proxy_modelgroup").fetchone()
+        assert orgs == [("acme",), ("globex",)]
+        assert groups == (4,)
+        assert "model groups: 4 created" in run.output
+    finally:
+        run.kill_leftovers()
+
+
+def test_make_run_refuses_to_start_on_a_bad_gateway_config_file(tmp_path):
+    bad = write(tmp_path, "orgs:\n  - slug: acme\n    projects:\n      - slug: s\n        content_logging: all\n")
+    run = MakeRun(tmp_path, DEMO_LOG_COUNT="0", GATEWAY_CONFIG_FILE=str(bad))
+    try:
+        assert run.process.wait(timeout=120) != 0
+        assert "orgs[0].projects[0].content_logging: must be one of full, metadata" in run.output
+        assert "uvicorn" not in " ".join(command for _, command in run.processes())
+    finally:
+        run.kill_leftovers()
