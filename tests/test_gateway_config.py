@@ -309,6 +309,10 @@ model_list:
     litellm_params:
       model: hosted_vllm/meta-llama/Llama-3.1-8B-Instruct
       api_base: http://10.0.0.5:8000/v1
+  - model_name: local
+    litellm_params:
+      model: ollama_chat/llama3.2
+      api_base: http://localhost:11434
 router_settings:
   routing_strategy: latency-based-routing
   num_retries: 4
@@ -336,7 +340,7 @@ def test_a_litellm_config_applies_with_its_groups_keys_policies_and_fallbacks(tm
     assert (azure.provider, azure.upstream_model, azure.base_url) == (
         "azure",
         "gpt-4o-eu",
-        "https://eu.openai.azure.com/",
+        "https://eu.openai.azure.com",
     )
     assert (azure.api_key_env, azure.api_key_encrypted, azure.rpm) == ("AZURE_EU_API_KEY", "", 600)
     direct = deployments["openai-direct"]
@@ -344,6 +348,8 @@ def test_a_litellm_config_applies_with_its_groups_keys_policies_and_fallbacks(tm
     assert ModelGroup.objects.get(name="gpt-4o-long").deployments.get().provider == "openai"
     llama = ModelGroup.objects.get(name="llama").deployments.get()
     assert (llama.provider, llama.upstream_model) == ("custom", "meta-llama/Llama-3.1-8B-Instruct")
+    local = ModelGroup.objects.get(name="local").deployments.get()
+    assert (local.provider, local.upstream_model, local.base_url) == ("custom", "llama3.2", "http://localhost:11434/v1")
     assert sorted(group.fallbacks.values_list("trigger", "to_group__name", "position")) == [
         ("content_policy", "claude-sonnet", 0),
         ("context_window", "gpt-4o-long", 0),
@@ -362,10 +368,10 @@ def test_a_litellm_config_applies_with_its_groups_keys_policies_and_fallbacks(tm
     ):
         assert f"warning: {ignored}: ignored" in err
     assert "sk-1234" not in out + err
-    assert summary(out)["deployments"] == "5 created, 0 updated, 0 unchanged"
+    assert summary(out)["deployments"] == "6 created, 0 updated, 0 unchanged"
 
     again, _ = run("apply", tmp_path / "config.yaml")
-    assert summary(again)["deployments"] == "0 created, 0 updated, 5 unchanged"
+    assert summary(again)["deployments"] == "0 created, 0 updated, 6 unchanged"
     assert summary(again)["fallbacks"] == "0 created, 0 updated, 5 unchanged"
 
 

@@ -8,6 +8,8 @@ An app registers its keys in its AppConfig.ready():
 instance is saved, with the key's value or None when the entry has no such key (the section says
 whether None removes its setting or leaves it). It raises ValueError or
 django.core.exceptions.ValidationError for a bad value; the file is then refused as a whole.
+It runs inside the apply's transaction, which a dry run rolls back: it should write to the
+database only. The apply reports an entry as updated when `export` returns another value after it.
 `export(instance)` returns the value to write under the key, or None to leave the key out.
 """
 

@@ -101,7 +101,8 @@ class Entry:
             except ValidationError:
                 self.problems.add(self.at(key), f"{value!r} is not an http(s) URL.")
                 return ""
-        return value
+        # Adapters append paths to it.
+        return value.rstrip("/")
 
     def entries(self, key: str) -> list[Entry]:
         """The mappings of the list under `key` (none when absent)."""
