@@ -16,7 +16,7 @@ from django.db import connections
 from django.test import override_settings
 
 from gateway_project.config_file import sections
-from proxy.models import Deployment, Fallback, ModelGroup, Organisation, Project
+from proxy.models import Deployment, Fallback, ModelGroup, ModelRoute, Organisation, Project
 from tests.test_make_run import MakeRun
 
 pytestmark = pytest.mark.django_db
@@ -79,6 +79,10 @@ model_groups:
         provider: anthropic
         upstream_model: claude-sonnet-4-5
         api_key: os.environ/ANTHROPIC_API_KEY
+model_routes:
+  - model_name: llama-fast
+    provider: groq
+    upstream_model: llama-3.1-8b-instant
 """
 
 
@@ -99,7 +103,7 @@ def summary(out: str) -> dict[str, str]:
     return {
         kind: counts
         for kind, counts in lines
-        if kind in ("orgs", "projects", "model groups", "deployments", "fallbacks")
+        if kind in ("orgs", "projects", "model groups", "deployments", "fallbacks", "model routes")
     }
 
 
@@ -134,6 +138,7 @@ def snapshot() -> list:
             Fallback.objects.values_list("group__org__slug", "group__name", "trigger", "to_group__name", "position"),
             key=str,
         ),
+        sorted(ModelRoute.objects.values_list("model_name", "provider", "upstream_model")),
     ]
 
 
@@ -148,6 +153,7 @@ def test_apply_creates_everything_and_a_second_apply_changes_nothing(tmp_path):
         "model groups": "4 created, 0 updated, 0 unchanged",
         "deployments": "5 created, 0 updated, 0 unchanged",
         "fallbacks": "3 created, 0 updated, 0 unchanged",
+        "model routes": "1 created, 0 updated, 0 unchanged",
     }
     assert err == ""
     acme_group = ModelGroup.objects.get(org__slug="acme", name="gpt-4o")
@@ -169,8 +175,13 @@ def test_apply_creates_everything_and_a_second_apply_changes_nothing(tmp_path):
 
     out, err = run("apply", path)
 
-    assert set(summary(out).values()) == {"0 created, 0 updated, 2 unchanged"} | {
-        f"0 created, 0 updated, {n} unchanged" for n in (4, 5, 3)
+    assert summary(out) == {
+        "orgs": "0 created, 0 updated, 2 unchanged",
+        "projects": "0 created, 0 updated, 2 unchanged",
+        "model groups": "0 created, 0 updated, 4 unchanged",
+        "deployments": "0 created, 0 updated, 5 unchanged",
+        "fallbacks": "0 created, 0 updated, 3 unchanged",
+        "model routes": "0 created, 0 updated, 1 unchanged",
     }
     assert not [line for line in out.splitlines() if line.startswith(("created", "updated", "deleted"))]
     assert snapshot() == before
@@ -181,6 +192,7 @@ def test_a_changed_file_updates_what_changed_and_removes_deployments_it_no_longe
     changed = (
         EXAMPLE.replace("weight: 3", "weight: 5")
         .replace("name: Support bot", "name: Support")
+        .replace("upstream_model: llama-3.1-8b-instant", "upstream_model: llama-3.3-70b-versatile")
         .replace("failure: [gpt-4o-mini, claude-sonnet]", "failure: [claude-sonnet, gpt-4o-mini]")
     )
     # The shared gpt-4o group loses its azure-eu deployment.
@@ -192,6 +204,7 @@ def test_a_changed_file_updates_what_changed_and_removes_deployments_it_no_longe
     assert "updated deployment gpt-4o/openai-main: weight" in out
     assert "updated project acme/support: name" in out
     assert "deleted deployment gpt-4o/azure-eu" in out
+    assert "updated model route llama-fast: upstream_model" in out
     assert summary(out)["fallbacks"] == "0 created, 2 updated, 1 unchanged"
     assert not Deployment.objects.filter(name="azure-eu").exists()
     assert Deployment.objects.get(name="openai-main").weight == 5
@@ -240,6 +253,7 @@ def test_export_then_apply_round_trips(tmp_path):
 
     Organisation.objects.all().delete()
     ModelGroup.objects.all().delete()
+    ModelRoute.objects.all().delete()
     run("apply", tmp_path / "exported.yaml")
     assert snapshot() == before
     assert run("export")[0] == exported

@@ -11,12 +11,14 @@ from gateway_project.config_file.plan import (
     OrgPlan,
     Problems,
     ProjectPlan,
+    RoutePlan,
 )
 from gateway_project.config_file.values import SMALL_MAX, Entry, api_key_value, type_name, unique_name
 from proxy.models import Fallback, ModelGroup, Project
 from proxy.providers.registry import PROVIDERS
 
-TOP_LEVEL_KEYS = ("orgs", "model_groups")
+TOP_LEVEL_KEYS = ("orgs", "model_groups", "model_routes")
+ROUTE_KEYS = frozenset({"model_name", "provider", "upstream_model"})
 GROUP_KEYS = frozenset(
     {"name", "strategy", "num_retries", "allowed_fails", "cooldown_seconds", "deployments", "fallbacks"}
 )
@@ -44,6 +46,7 @@ def read_native(document: dict) -> ConfigPlan:
         plan.orgs.append(org)
         plan.groups.extend(_read_groups(entry, org_slug=org.slug))
     plan.groups.extend(_read_groups(root, org_slug=None))
+    plan.routes = _read_routes(root)
     problems.raise_if_any()
     return plan
 
@@ -159,3 +162,22 @@ def _read_deployment(entry: Entry, taken: set[str]) -> DeploymentPlan | None:
         tpm=entry.integer("tpm", default=None, null=True),
         enabled=entry.boolean("enabled", default=True),
     )
+
+
+def _read_routes(root: Entry) -> list[RoutePlan]:
+    routes, names = [], set()
+    for entry in root.entries("model_routes"):
+        for key in entry.unknown_keys(ROUTE_KEYS):
+            entry.problems.add(entry.at(key), f"unknown key {key!r} in model route.")
+        name = entry.string("model_name", required=True)
+        provider = entry.choice("provider", sorted(PROVIDERS))
+        if not entry.has("provider"):
+            entry.problems.add(entry.at("provider"), "is required.")
+        upstream_model = entry.string("upstream_model", default="")
+        if name is UNSET or provider is UNSET:
+            continue
+        if name in names:
+            entry.problems.add(entry.at("model_name"), f"model route {name!r} appears twice.")
+        names.add(name)
+        routes.append(RoutePlan(path=entry.path, model_name=name, provider=provider, upstream_model=upstream_model))
+    return routes

@@ -91,10 +91,19 @@ class GroupPlan:
 
 
 @dataclass
+class RoutePlan:
+    path: str
+    model_name: str
+    provider: str
+    upstream_model: str = ""
+
+
+@dataclass
 class ConfigPlan:
     format: str
     orgs: list[OrgPlan] = field(default_factory=list)
     groups: list[GroupPlan] = field(default_factory=list)
+    routes: list[RoutePlan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 

@@ -6,7 +6,7 @@
 
 A plan is checked whole before the first write, and applied in one transaction, so a file is
 applied entirely or not at all. Rows are saved only where a value differs: a second apply of the
-same file writes nothing. Orgs, projects and model groups the file does not mention are left alone;
+same file writes nothing. Orgs, projects, model groups and routes the file does not mention are left alone;
 a model group the file describes is described whole (deployments and fallbacks it does not list
 are removed from it).
 """
@@ -33,9 +33,9 @@ from gateway_project.config_file.plan import (
     GroupPlan,
     Problems,
 )
-from proxy.models import Deployment, Fallback, ModelGroup, Organisation, Project
+from proxy.models import Deployment, Fallback, ModelGroup, ModelRoute, Organisation, Project
 
-KINDS = ("orgs", "projects", "model groups", "deployments", "fallbacks")
+KINDS = ("orgs", "projects", "model groups", "deployments", "fallbacks", "model routes")
 # Several gateway containers may apply the same file as they start: one at a time, the others then find it applied.
 _APPLY_LOCK_ID = 0x7467_636F_6E66  # "tgconf"
 
@@ -101,6 +101,8 @@ def gateway_config_apply(*, plan: ConfigPlan, dry_run: bool = False) -> ApplyRes
             groups = {(g.org_slug, g.name): _apply_group(g, orgs, result) for g in plan.groups}
             for group_plan in plan.groups:
                 _apply_fallbacks(group_plan, groups[(group_plan.org_slug, group_plan.name)], groups, result)
+            for route_plan in plan.routes:
+                _apply_route(route_plan, result)
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -289,11 +291,25 @@ def _apply_fallbacks(group_plan: GroupPlan, group: ModelGroup, groups: dict, res
         result.note("fallbacks", "deleted", f"fallback {label} → {fallback.to_group.name} ({trigger})")
 
 
+def _apply_route(route_plan, result: ApplyResult) -> None:
+    route = ModelRoute.objects.filter(model_name=route_plan.model_name).first()
+    label = f"model route {route_plan.model_name}"
+    values = {"provider": route_plan.provider, "upstream_model": route_plan.upstream_model}
+    if route is None:
+        ModelRoute.objects.create(model_name=route_plan.model_name, **values)
+        result.note("model routes", "created", label)
+        return
+    changed = _assign(route, values)
+    if changed:
+        route.save(update_fields=changed)
+    result.note("model routes", "updated" if changed else "unchanged", label, changed)
+
+
 # --- Export ----------------------------------------------------------------------------------------
 
 
 def gateway_config_export() -> ExportResult:
-    """Every org, project and model group as a file `gateway_config apply` takes; no secret in clear."""
+    """Every org, project, model group and model route as a file `gateway_config apply` takes; no secret in clear."""
     result = ExportResult(document={})
     groups = list(
         ModelGroup.objects.select_related("org").prefetch_related("deployments", "fallbacks__to_group").order_by("name")
@@ -321,6 +337,14 @@ def gateway_config_export() -> ExportResult:
     shared = [_exported_group(group, result) for group in groups if group.org_id is None]
     if shared:
         result.document["model_groups"] = shared
+    routes = [
+        {"model_name": name, "provider": provider, **({"upstream_model": upstream} if upstream else {})}
+        for name, provider, upstream in ModelRoute.objects.order_by("model_name").values_list(
+            "model_name", "provider", "upstream_model"
+        )
+    ]
+    if routes:
+        result.document["model_routes"] = routes
     return result
 
 

@@ -12,7 +12,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True)
-        apply = actions.add_parser("apply", help="Create or update orgs, projects and model groups from FILE")
+        apply = actions.add_parser(
+            "apply", help="Create or update orgs, projects, model groups and model routes from FILE"
+        )
         apply.add_argument("file", nargs="?", help="The YAML file; default: the GATEWAY_CONFIG_FILE setting")
         apply.add_argument("--dry-run", action="store_true", help="Print what would change and change nothing")
         apply.add_argument(
