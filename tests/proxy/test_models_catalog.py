@@ -163,3 +163,14 @@ def test_other_methods_on_a_model_are_405_with_the_allowed_ones(caller, catalog,
     assert response.status_code == 405
     assert {method.strip() for method in response.headers["allow"].split(",")} == {"GET", "OPTIONS"}
     assert published.wait_for(response.headers["x-request-id"])["attributes"]["metadata"]["status_code"] == 405
+
+
+@pytest.mark.parametrize("model_id", ["a%00b", "%E2%80%AEevil", "x" * 2000])
+def test_hostile_model_ids_are_a_404_with_a_record(caller, catalog, published, model_id):
+    response = httpx.get(
+        caller.openai_base_url + "/models/" + model_id, headers={"authorization": f"Bearer {caller.key}"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    document = published.wait_for(response.headers["x-request-id"])["attributes"]
+    assert document["metadata"]["status_code"] == 404
