@@ -340,6 +340,8 @@ litellm_settings:
   context_window_fallbacks: [{"gpt-4o": ["gpt-4o-long"]}, {"claude-sonnet": ["gpt-4o-long"]}]
 general_settings:
   master_key: sk-1234
+environment_variables:
+  GROQ_API_KEY: gsk-environment-secret
 """
 
 
@@ -382,6 +384,8 @@ def test_a_litellm_config_applies_with_its_groups_keys_policies_and_fallbacks(tm
     ):
         assert f"warning: {ignored}: ignored" in err
     assert "sk-1234" not in out + err
+    assert "environment_variables: ignored; set GROQ_API_KEY in the gateway's environment" in err
+    assert "gsk-environment-secret" not in out + err
     assert summary(out)["deployments"] == "6 created, 0 updated, 0 unchanged"
 
     again, _ = run("apply", tmp_path / "config.yaml")

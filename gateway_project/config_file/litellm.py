@@ -44,7 +44,12 @@ def read_litellm(document: dict) -> ConfigPlan:
     plan = ConfigPlan(format="litellm")
     root = Entry(document, "", problems)
     for key in root.unknown_keys({"model_list", "router_settings", "litellm_settings"}):
-        plan.warnings.append(f"{key}: ignored (the gateway has its own settings for what it does).")
+        variables = document[key] if key == "environment_variables" and isinstance(document[key], dict) else None
+        if variables:
+            # Names only: the values are often keys.
+            plan.warnings.append(f"{key}: ignored; set {', '.join(map(str, variables))} in the gateway's environment.")
+        else:
+            plan.warnings.append(f"{key}: ignored (the gateway has its own settings for what it does).")
     router = root.mapping("router_settings") or Entry({}, "router_settings", problems)
     module = root.mapping("litellm_settings") or Entry({}, "litellm_settings", problems)
     for key in router.unknown_keys({*POLICY_KEYS, "routing_strategy", *FALLBACK_KEYS}):
@@ -56,9 +61,8 @@ def read_litellm(document: dict) -> ConfigPlan:
     groups: dict[str, GroupPlan] = {}
     for entry in root.entries("model_list"):
         name = entry.string("model_name", required=True)
-        deployment = _read_deployment(
-            entry, plan, taken=set(d.name for d in groups[name].deployments) if name in groups else set()
-        )
+        taken = {deployment.name for deployment in groups[name].deployments} if name in groups else set()
+        deployment = _read_deployment(entry, plan, taken=taken)
         if name is UNSET:
             continue
         group = groups.setdefault(name, GroupPlan(path=entry.path, name=name, **policy))
