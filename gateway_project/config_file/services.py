@@ -53,10 +53,6 @@ class ApplyResult:
         if outcome != "unchanged":
             self.changes.append(f"{outcome} {label}" + (f": {', '.join(fields)}" if fields else ""))
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
-
 
 @dataclass
 class ExportResult:
