@@ -105,8 +105,31 @@ def messages_request_to_chat(body: dict, *, upstream_model: str, max_tokens_fiel
     user = _user_id(body.get("metadata"))
     if user:
         request["user"] = user
+    response_format = _response_format(body.get("output_config"))
+    if response_format:
+        request["response_format"] = response_format
     request.update(_tool_settings(body))
     return request
+
+
+def _response_format(output_config: Any) -> dict | None:
+    """Structured outputs: `output_config.format` is a JSON Schema, as in OpenAI's json_schema format.
+
+    `output_config.effort` is left out: models without reasoning refuse OpenAI's `reasoning_effort`.
+    """
+    if output_config is None:
+        return None
+    if not isinstance(output_config, dict):
+        raise TranslationError("must be an object", param="output_config")
+    output_format = output_config.get("format")
+    if output_format is None:
+        return None
+    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+        raise TranslationError("must be an object whose type is json_schema", param="output_config.format")
+    schema = output_format.get("schema")
+    if not isinstance(schema, dict):
+        raise TranslationError("must be an object (a JSON Schema)", param="output_config.format.schema")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
 def stop_sequences(body: dict) -> list[str]:

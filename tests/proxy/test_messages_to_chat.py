@@ -261,6 +261,14 @@ def test_sampling_stop_user_and_stream_are_mapped_and_the_rest_dropped():
     }
 
 
+def test_structured_output_becomes_a_json_schema_response_format():
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+    output_config = {"effort": "high", "format": {"type": "json_schema", "schema": schema}}
+    request = translate([{"role": "user", "content": "Hi"}], output_config=output_config)
+    assert request["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    assert "reasoning_effort" not in request
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
@@ -289,6 +297,9 @@ def test_sampling_stop_user_and_stream_are_mapped_and_the_rest_dropped():
             "tool_choice.disable_parallel_tool_use",
         ),
         ({"mcp_servers": [{"type": "url", "url": "https://mcp.example.com"}]}, "mcp_servers"),
+        ({"output_config": "json"}, "output_config"),
+        ({"output_config": {"format": {"type": "json_object"}}}, "output_config.format"),
+        ({"output_config": {"format": {"type": "json_schema", "schema": "x"}}}, "output_config.format.schema"),
     ],
 )
 def test_mistyped_fields_are_rejected_with_their_name(fields, param):
