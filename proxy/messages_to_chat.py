@@ -22,6 +22,8 @@ REFUSED_FIELDS = {
 }
 # Content blocks whose meaning lives only in the provider's own history: dropped from requests.
 DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+# Where OpenAI-compatible servers put a reasoning model's thoughts (DeepSeek and vLLM; OpenRouter).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 TOOL_ERROR_PREFIX = "[tool error] "
 
@@ -109,6 +111,7 @@ def messages_request_to_chat(body: dict, *, upstream_model: str, max_tokens_fiel
     if response_format:
         request["response_format"] = response_format
     request.update(_tool_settings(body))
+    wants_thinking(body)  # checked here, read by the answer's translation
     return request
 
 
@@ -130,6 +133,17 @@ def _response_format(output_config: Any) -> dict | None:
     if not isinstance(schema, dict):
         raise TranslationError("must be an object (a JSON Schema)", param="output_config.format.schema")
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def wants_thinking(body: dict) -> bool:
+    """Whether the client asked for thinking blocks; only then is a model's reasoning sent as them."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return False
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if not isinstance(kind, str):
+        raise TranslationError("must be an object with a type", param="thinking")
+    return kind != "disabled"
 
 
 def stop_sequences(body: dict) -> list[str]:
@@ -432,11 +446,14 @@ def _tool_choice(choice: Any) -> tuple[str | dict | None, bool | None]:
 # Responses
 
 
-def chat_response_to_messages(response: dict, *, model: str, stop: list[str] | tuple = ()) -> dict:
+def chat_response_to_messages(
+    response: dict, *, model: str, stop: list[str] | tuple = (), thinking: bool = False
+) -> dict:
     """Build an Anthropic Messages response from an OpenAI chat completion; `model` is the client's name.
 
-    `stop` is the request's stop sequences, to recognise a provider that reports which one matched.
-    Raises UnreadableResponse when the completion has no first choice with a message.
+    `stop` is the request's stop sequences, to recognise a provider that reports which one matched;
+    with `thinking`, a reasoning model's thoughts come first as a thinking block (without a signature,
+    which only Anthropic can make). Raises UnreadableResponse when there is no first choice with a message.
     """
     choices = response.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None
@@ -444,6 +461,9 @@ def chat_response_to_messages(response: dict, *, model: str, stop: list[str] | t
     if not isinstance(message, dict):
         raise UnreadableResponse("the completion has no first choice with a message")
     content: list[dict] = []
+    reasoning = _reasoning(message) if thinking else ""
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = _answer_text(message.get("content")) + _answer_text(message.get("refusal"))
     if text:
         content.append({"type": "text", "text": text})
@@ -470,6 +490,14 @@ def chat_response_to_messages(response: dict, *, model: str, stop: list[str] | t
 
 def message_id(upstream_id: Any) -> str:
     return f"msg_{upstream_id}" if _is_name(upstream_id) else f"msg_{uuid.uuid4().hex}"
+
+
+def _reasoning(message: dict) -> str:
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _answer_text(content: Any) -> str:
@@ -594,14 +622,16 @@ def _error_message(error_body: Any) -> str | None:
 class ChatStreamTranslator:
     """Turn chat.completion.chunk dicts into Anthropic (event name, data) pairs, one chunk at a time.
 
-    Blocks are numbered in the order they open: text, then each tool call, each block closed before the
-    next opens. `usage` holds the provider's own usage object once its usage chunk has arrived; after an
-    error chunk, `error` holds the Anthropic error body to send, and nothing more should be fed.
+    Blocks are numbered in the order they open (thinking, text, each tool call), each block closed before
+    the next opens; reasoning becomes a thinking block only with `thinking`. `usage` holds the provider's
+    own usage object once its usage chunk has arrived; after an error chunk, `error` holds the Anthropic
+    error body to send, and nothing more should be fed.
     """
 
-    def __init__(self, *, model: str, stop: list[str] | tuple = ()) -> None:
+    def __init__(self, *, model: str, stop: list[str] | tuple = (), thinking: bool = False) -> None:
         self.model = model
         self.stop = stop
+        self.thinking = thinking
         self.usage: dict | None = None
         self.error: dict | None = None
         self.finish_choice: dict | None = None  # the first choice, as of its finish_reason
@@ -609,7 +639,7 @@ class ChatStreamTranslator:
         self.ended = False
         self._blocks = 0
         self._open: int | None = None  # index of the block open now
-        self._open_is_text = False
+        self._open_kind: str | None = None  # its type
         self._tools: dict[int, dict] = {}  # the provider's tool call index -> its block and buffered pieces
 
     def feed(self, chunk: dict) -> list[tuple[str, dict]]:
@@ -667,10 +697,13 @@ class ChatStreamTranslator:
         events: list[tuple[str, dict]] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):
+            reasoning = _reasoning(delta) if self.thinking else ""
+            if reasoning:
+                events.extend(self._delta("thinking", reasoning))
             for name in ("content", "refusal"):
                 text = delta.get(name)
                 if isinstance(text, str) and text:
-                    events.extend(self._text(text))
+                    events.extend(self._delta("text", text))
             tool_calls = delta.get("tool_calls")
             for call in tool_calls if isinstance(tool_calls, list) else ():
                 if isinstance(call, dict):
@@ -679,12 +712,18 @@ class ChatStreamTranslator:
             self.finish_choice = choice
         return events
 
-    def _text(self, text: str) -> list[tuple[str, dict]]:
+    def _delta(self, kind: str, text: str) -> list[tuple[str, dict]]:
+        """A piece of text or thinking, in the open block of its kind or a new one."""
         events = []
-        if self._open is None or not self._open_is_text:
+        if self._open is None or self._open_kind != kind:
             events.extend(self._close())
-            events.append(self._open_block({"type": "text", "text": ""}, is_text=True))
-        delta = {"type": "text_delta", "text": text}
+            block = (
+                {"type": "text", "text": ""}
+                if kind == "text"
+                else {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            events.append(self._open_block(block))
+        delta = {"type": "text_delta", "text": text} if kind == "text" else {"type": "thinking_delta", "thinking": text}
         events.append(("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
         return events
 
@@ -722,14 +761,14 @@ class ChatStreamTranslator:
             "name": tool["name"],
             "input": {},
         }
-        events.append(self._open_block(block, is_text=False))
+        events.append(self._open_block(block))
         tool["block"] = self._open
         if tool["pending"]:
             events.append(_json_delta(tool))
         return events
 
-    def _open_block(self, block: dict, *, is_text: bool) -> tuple[str, dict]:
-        self._open, self._open_is_text = self._blocks, is_text
+    def _open_block(self, block: dict) -> tuple[str, dict]:
+        self._open, self._open_kind = self._blocks, block["type"]
         self._blocks += 1
         return "content_block_start", {"type": "content_block_start", "index": self._open, "content_block": block}
 

@@ -119,8 +119,8 @@ class ChatChunksToAnthropic:
 
     dialect = "anthropic"
 
-    def __init__(self, *, model: str, stop: list[str]):
-        self.translator = ChatStreamTranslator(model=model, stop=stop)
+    def __init__(self, *, model: str, stop: list[str], thinking: bool = False):
+        self.translator = ChatStreamTranslator(model=model, stop=stop, thinking=thinking)
         self.ended = False
 
     def __call__(self, event: bytes, record: RequestRecord) -> bytes | None:

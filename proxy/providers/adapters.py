@@ -17,6 +17,7 @@ from proxy.messages_to_chat import (
     chat_response_to_messages,
     messages_request_to_chat,
     stop_sequences,
+    wants_thinking,
 )
 from proxy.providers.base import Exchange, ProviderAdapter, deployment_path_segment
 from proxy.providers.registry import Dialect, ProviderSpec
@@ -139,7 +140,9 @@ class MessagesToChatAdapter(OpenAIAdapter):
             raise invalid_request(message, code="unsupported_parameter", param=exc.param) from None
         transform = None
         if record.stream:
-            transform = streaming.ChatChunksToAnthropic(model=payload["model"], stop=stop_sequences(payload))
+            transform = streaming.ChatChunksToAnthropic(
+                model=payload["model"], stop=stop_sequences(payload), thinking=wants_thinking(payload)
+            )
         return self.url("chat/completions", record.upstream_model), orjson.dumps(translated), transform
 
     def translated_response(self, parsed: dict, upstream: httpx.Response) -> dict:
@@ -147,7 +150,10 @@ class MessagesToChatAdapter(OpenAIAdapter):
         # Priced from the provider's own counts (reasoning and audio tokens have no Anthropic field).
         record.usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
         try:
-            return chat_response_to_messages(parsed, model=record.model, stop=stop_sequences(record.request_json))
+            request = record.request_json
+            return chat_response_to_messages(
+                parsed, model=record.model, stop=stop_sequences(request), thinking=wants_thinking(request)
+            )
         except UnreadableResponse:
             raise self.malformed(upstream) from None
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import anthropic
 import httpx
 import orjson
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +49,8 @@ FUZZ = settings(
 )
 
 counts: Counter = Counter()
+# The Anthropic SDK's own union of stream event types: what a translated stream must be made of.
+STREAM_EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -287,6 +291,7 @@ chat_delta = either(
             "role": st.just("assistant"),
             "content": either(st.text(max_size=6) | st.none()),
             "refusal": either(st.none() | st.text(max_size=4)),
+            "reasoning_content": either(st.text(max_size=4)),
             "tool_calls": either(st.lists(chat_tool_delta, max_size=2)),
         },
     )
@@ -468,7 +473,7 @@ def test_mistyped_messages_bodies_for_openai_models(client, caller, body):
         assert response.text.startswith("event: message_start\n")
         assert response.text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
     elif response.status_code == 200:
-        assert response.json()["type"] == "message"
+        assert anthropic.types.Message.model_validate(response.json()).type == "message"
 
 
 @FUZZ
@@ -546,6 +551,7 @@ def test_any_chat_completion_becomes_a_message_or_is_unreadable(response):
     except UnreadableResponse:
         return
     orjson.dumps(message)
+    anthropic.types.Message.model_validate(message)
     assert message["type"] == "message" and message["id"].startswith("msg_")
     assert message["stop_reason"] in ("end_turn", "max_tokens", "tool_use", "refusal", "stop_sequence")
     for block in message["content"]:
@@ -555,9 +561,9 @@ def test_any_chat_completion_becomes_a_message_or_is_unreadable(response):
 
 
 @settings(max_examples=TRANSLATION_EXAMPLES, deadline=None, database=None)
-@given(chunks=st.lists(chat_chunk, max_size=8))
-def test_any_chunk_sequence_makes_a_well_ordered_anthropic_stream(chunks):
-    translator = ChatStreamTranslator(model="gpt-4o-mini")
+@given(chunks=st.lists(chat_chunk, max_size=8), thinking=st.booleans())
+def test_any_chunk_sequence_makes_a_well_ordered_anthropic_stream(chunks, thinking):
+    translator = ChatStreamTranslator(model="gpt-4o-mini", thinking=thinking)
     events = []
     for chunk in chunks:
         if isinstance(chunk, dict):
@@ -575,6 +581,7 @@ def test_any_chunk_sequence_makes_a_well_ordered_anthropic_stream(chunks):
     for position, (name, data) in enumerate(events):
         if name == "content_block_delta":
             assert data["index"] in started[: names[:position].count("content_block_start")]
+    assert [STREAM_EVENT.validate_python(data).type for _, data in events] == names
     raw = [b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) for name, data in events]
     _, response, _, _ = accumulate_stream("anthropic", raw)
     assert response["stop_reason"] == events[-2][1]["delta"]["stop_reason"]

@@ -1,6 +1,8 @@
 """The Anthropic Messages -> OpenAI chat translation, as pure functions."""
 
+import anthropic
 import orjson
+import pydantic
 import pytest
 
 from proxy.messages_to_chat import (
@@ -12,6 +14,7 @@ from proxy.messages_to_chat import (
     messages_request_to_chat,
     messages_usage,
     tool_input,
+    wants_thinking,
 )
 from proxy.translation import TranslationError
 
@@ -699,3 +702,97 @@ def test_events_are_json_serialisable():
     _, events = run([chunk({"content": "é"}), chunk({}, "stop"), chunk(usage=USAGE)])
     for _, data in events:
         orjson.dumps(data)
+
+
+# Thinking
+
+
+def test_reasoning_becomes_a_thinking_block_only_when_thinking_was_asked_for():
+    response = completion({"role": "assistant", "content": "42", "reasoning_content": "6 times 7."})
+    with_thinking = chat_response_to_messages(response, model="deepseek-reasoner", thinking=True)
+    assert with_thinking["content"] == [
+        {"type": "thinking", "thinking": "6 times 7.", "signature": ""},
+        text("42"),
+    ]
+    assert chat_response_to_messages(response, model="deepseek-reasoner")["content"] == [text("42")]
+
+
+@pytest.mark.parametrize(
+    ("thinking", "wanted"),
+    [
+        (None, False),
+        ({"type": "enabled", "budget_tokens": 1024}, True),
+        ({"type": "adaptive"}, True),
+        ({"type": "disabled"}, False),
+    ],
+)
+def test_wants_thinking(thinking, wanted):
+    assert wants_thinking({} if thinking is None else {"thinking": thinking}) is wanted
+
+
+@pytest.mark.parametrize("thinking", ["on", {"budget_tokens": 5}, {"type": 1}])
+def test_mistyped_thinking_is_rejected(thinking):
+    assert rejected(thinking=thinking).param == "thinking"
+
+
+def test_streamed_reasoning_is_a_thinking_block_before_the_text():
+    chunks = [
+        chunk({"role": "assistant", "content": None, "reasoning_content": "Six"}),
+        chunk({"reasoning": " sevens."}),
+        chunk({"content": "42"}),
+        chunk({}, "stop"),
+    ]
+    _, events = run(chunks, thinking=True)
+    assert events[1:7] == [
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Six"}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": " sevens."}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": text("")}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "42"}},
+        ),
+    ]
+    _, events = run(chunks)
+    assert [data["content_block"]["type"] for name, data in events if name == "content_block_start"] == ["text"]
+
+
+# The official SDK's own types accept what the translation makes.
+
+
+def test_answers_validate_as_the_sdks_message_type():
+    tool_call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    message = {"role": "assistant", "content": "Hi", "reasoning_content": "Hmm.", "tool_calls": [tool_call]}
+    answer = chat_response_to_messages(completion(message, "tool_calls"), model="gpt-4o-mini", thinking=True)
+    parsed = anthropic.types.Message.model_validate(answer)
+    assert [block.type for block in parsed.content] == ["thinking", "text", "tool_use"]
+    assert parsed.usage.input_tokens == 120
+
+
+def test_stream_events_validate_as_the_sdks_event_types():
+    chunks = [
+        chunk({"role": "assistant", "content": None, "reasoning_content": "Hmm."}),
+        chunk({"content": "Checking."}),
+        call_piece(0, '{"a": 1}', id="call_a", type="function", name="f"),
+        chunk({}, "tool_calls"),
+        chunk(usage=USAGE),
+    ]
+    _, events = run(chunks, thinking=True)
+    adapter = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
+    assert [adapter.validate_python(data).type for _, data in events] == [name for name, _ in events]
+    error = chat_stream_error_to_messages({"error": {"message": "Overloaded", "type": "server_error"}})
+    assert anthropic.types.ErrorResponse.model_validate(error).error.type == "api_error"
