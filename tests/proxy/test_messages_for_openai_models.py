@@ -365,3 +365,17 @@ def test_claude_models_still_pass_through_natively(claude, provider_server, monk
     )
     assert message.content[0].text == TEXT
     assert provider_server.requests[-1].path == "/v1/messages"
+
+
+def test_a_provider_dropping_the_stream_ends_it_with_an_anthropic_error(caller, monkeypatch, published):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-deployment-openai")
+    body = {"model": "die-midstream", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    response = httpx.post(caller.gateway_url + "/v1/messages", json=body, headers={"x-api-key": caller.key})
+    events = sse_events(response.text)
+    assert events[0][0] == "message_start"
+    assert events[-1] == (
+        "error",
+        {"type": "error", "error": {"type": "api_error", "message": "The provider's stream ended unexpectedly."}},
+    )
+    metadata = published.wait_for(response.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["error_type"] == "upstream_stream_interrupted"
