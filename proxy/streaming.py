@@ -13,6 +13,7 @@ import orjson
 from django.conf import settings
 
 from proxy.errors import ErrorFormat
+from proxy.messages_to_chat import ChatStreamTranslator
 from proxy.translation import MessagesStreamTranslator, messages_error_to_chat
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
@@ -111,6 +112,57 @@ class AnthropicToChatChunks:
         # Anthropic's own counts, cache writes included, which the translated chunks cannot carry.
         record.usage = self.translator.provider_usage
         return b""
+
+
+class ChatChunksToAnthropic:
+    """`chat.completion.chunk` events in, Anthropic Messages events out."""
+
+    dialect = "anthropic"
+
+    def __init__(self, *, model: str, stop: list[str], thinking: bool = False):
+        self.translator = ChatStreamTranslator(model=model, stop=stop, thinking=thinking)
+        self.ended = False
+
+    def __call__(self, event: bytes, record: RequestRecord) -> bytes | None:
+        if self.ended:
+            return None
+        _, data = parse_sse_event(event)
+        if data == b"[DONE]":
+            return self._send(self.translator.end(), record) or None
+        try:
+            chunk = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            return None
+        out = self._send(self.translator.feed(chunk), record)
+        error = self.translator.error
+        if error is not None:
+            # An Anthropic client reads an error mid-stream as an `error` event, and nothing after it.
+            detail = chunk.get("error")
+            upstream_type = (detail.get("type") or detail.get("code")) if isinstance(detail, dict) else None
+            record.provider_error_type = upstream_type if isinstance(upstream_type, str) else "stream_error"
+            record.error_type = "upstream_stream_error"
+            out += self._send([("error", error)], record)
+            self.ended = True
+        return out or None
+
+    def finish(self, record: RequestRecord) -> bytes:
+        # Priced from the provider's own counts, which the Anthropic events restate in another shape.
+        record.usage = self.translator.usage
+        if self.ended or self.translator.finish_choice is None:
+            return b""
+        # The provider finished the answer but closed the stream without [DONE].
+        return self._send(self.translator.end(), record)
+
+    @staticmethod
+    def _send(events: list[tuple[str, dict]], record: RequestRecord) -> bytes:
+        out = []
+        for name, data in events:
+            encoded = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data)
+            record.capture_stream_event(encoded)
+            out.append(encoded + b"\n\n")
+        return b"".join(out)
 
 
 def stream_error_event(error_format: ErrorFormat, message: str) -> bytes:

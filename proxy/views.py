@@ -277,21 +277,17 @@ class ResponsesView(OpenAIRouteView):
 
 
 class MessagesView(ProxyView):
-    """Anthropic's Messages API, passed through natively."""
+    """Anthropic's Messages API: passed through to Anthropic, translated for OpenAI-compatible providers."""
 
     error_format = ErrorFormat.ANTHROPIC
     endpoint = "messages"
+    client_dialect = Dialect.ANTHROPIC
 
     async def post(self, request):
         attribution = await self.authenticate(request)
         body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
-        if route.provider.dialect is not Dialect.ANTHROPIC:
-            raise invalid_request(
-                f"/v1/messages serves Anthropic models; {payload['model']!r} is routed to {route.provider.name}.",
-                code="unsupported_by_provider",
-            )
         adapter = await self.adapter(request, route, attribution)
         return await adapter.forward(self.endpoint, payload, body)
 

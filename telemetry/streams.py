@@ -127,7 +127,10 @@ def _accumulate_anthropic(chunks: list[dict]):
         response["content"] = [blocks[index] for index in sorted(blocks)]
     if usage:
         response["usage"] = usage
-    return response, usage or None
+    # All zeros is no count at all: a stream translated from a chat stream opens with zeros and gets its
+    # counts at the end, so one cut short before them is estimated rather than billed as free.
+    counted = any(isinstance(value, int) and value > 0 for value in usage.values())
+    return response, usage if counted else None
 
 
 def _merge_anthropic_usage(usage: dict, update) -> None:

@@ -19,7 +19,8 @@ The request's ``model`` picks the behaviour, so a test only has to choose a mode
     chunks-<n>        answer with n content pieces, streamed as n chunks
     slowstream-<ms>   wait that long before each content piece (without a stream: in total before answering)
     die-midstream     stream 3 content pieces, then close the connection (without a stream: close it at once)
-    overloaded-midstream  (Anthropic) stream 3 content pieces, then an `event: error` (overloaded_error), then end
+    overloaded-midstream  stream 3 content pieces, then an error (Anthropic: an `event: error` of type
+                      overloaded_error; OpenAI chat: a `data: {"error": ...}` chunk of type server_error), then end
     endless-<ms>      stream a content piece every <ms> milliseconds, forever
     stall-<seconds>   stream 3 content pieces, then go quiet for that long before the rest
     lateusage-<ms>    send the stream's usage chunk that long after the chunk with finish_reason
@@ -520,6 +521,13 @@ async def _stream_chat(
             TOOL_ARGUMENT_PIECES, lambda piece: chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
         )
         finish_reason = "tool_calls"
+    elif call.behaviour.overloaded_midstream:
+        for piece in ("", *pieces[:DIE_AFTER_PIECES]):
+            for data in chunk({"content": piece}):
+                await call.send(data)
+        error = {"message": "The server is overloaded", "type": "server_error", "param": None, "code": None}
+        await call.send(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
+        return call.response  # type: ignore[return-value]
     else:
         for data in chunk({"role": "assistant", "content": "", "refusal": None}):
             await call.send(data)

@@ -11,6 +11,14 @@ from django.conf import settings
 
 from proxy import streaming
 from proxy.errors import GatewayError, invalid_request
+from proxy.messages_to_chat import (
+    UnreadableResponse,
+    chat_error_to_messages,
+    chat_response_to_messages,
+    messages_request_to_chat,
+    stop_sequences,
+    wants_thinking,
+)
 from proxy.providers.base import Exchange, ProviderAdapter, deployment_path_segment
 from proxy.providers.registry import Dialect, ProviderSpec
 from proxy.translation import (
@@ -114,6 +122,49 @@ class ChatToMessagesAdapter(AnthropicAdapter):
         return messages_error_to_chat(parsed, status)
 
 
+class MessagesToChatAdapter(OpenAIAdapter):
+    """Anthropic Messages served by an OpenAI-compatible provider: requests, answers, errors and streams translated."""
+
+    stream_dialect = "anthropic"
+    # Providers whose output limit is `max_completion_tokens` (their reasoning models refuse `max_tokens`).
+    max_completion_tokens_providers = frozenset({"openai", "azure"})
+
+    def prepare(self, endpoint: str, payload: dict, body: bytes):
+        record = self.exchange.record
+        field = "max_completion_tokens" if self.spec.name in self.max_completion_tokens_providers else "max_tokens"
+        try:
+            translated = messages_request_to_chat(payload, upstream_model=record.upstream_model, max_tokens_field=field)
+        except TranslationError as exc:
+            # Anthropic's errors carry no param field; its own messages start with the field's path.
+            message = f"{exc.param}: {exc.message}" if exc.param else exc.message
+            raise invalid_request(message, code="unsupported_parameter", param=exc.param) from None
+        transform = None
+        if record.stream:
+            transform = streaming.ChatChunksToAnthropic(
+                model=payload["model"], stop=stop_sequences(payload), thinking=wants_thinking(payload)
+            )
+        return self.url("chat/completions", record.upstream_model), orjson.dumps(translated), transform
+
+    def translated_response(self, parsed: dict, upstream: httpx.Response) -> dict:
+        record = self.exchange.record
+        # Priced from the provider's own counts (reasoning and audio tokens have no Anthropic field).
+        record.usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
+        try:
+            request = record.request_json
+            return chat_response_to_messages(
+                parsed, model=record.model, stop=stop_sequences(request), thinking=wants_thinking(request)
+            )
+        except UnreadableResponse:
+            raise self.malformed(upstream) from None
+
+    def translated_error(self, parsed: dict | None, status: int) -> dict:
+        return chat_error_to_messages(parsed, status)
+
+
+class AzureMessagesToChatAdapter(MessagesToChatAdapter, AzureOpenAIAdapter):
+    """Anthropic Messages served by an Azure OpenAI deployment."""
+
+
 ADAPTERS: dict[Dialect, type[ProviderAdapter]] = {
     Dialect.OPENAI: OpenAIAdapter,
     Dialect.AZURE: AzureOpenAIAdapter,
@@ -122,6 +173,8 @@ ADAPTERS: dict[Dialect, type[ProviderAdapter]] = {
 # Where the client speaks another protocol than the provider: (client's dialect, endpoint, provider's dialect).
 TRANSLATING_ADAPTERS: dict[tuple[Dialect, str, Dialect], type[ProviderAdapter]] = {
     (Dialect.OPENAI, "chat/completions", Dialect.ANTHROPIC): ChatToMessagesAdapter,
+    (Dialect.ANTHROPIC, "messages", Dialect.OPENAI): MessagesToChatAdapter,
+    (Dialect.ANTHROPIC, "messages", Dialect.AZURE): AzureMessagesToChatAdapter,
 }
 
 # Azure speaks OpenAI's protocol, with URLs and keys of its own.

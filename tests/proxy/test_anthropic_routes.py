@@ -81,10 +81,10 @@ def test_messages_errors_use_anthropic_format(caller, claude):
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
     }
 
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        claude.messages.create(model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        claude.messages.create(model="claude-status-404", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["type"] == "error"
-    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert caught.value.body["error"]["type"] == "not_found_error"
 
 
 def test_chat_completion_with_claude_is_translated(chat, provider_server, published):
