@@ -13,6 +13,7 @@ import orjson
 from django.db import connection, connections, transaction
 
 from dashboards import demo, rollups, thread_rollups
+from dashboards.models import ThreadUsage, ThreadUser
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
 from telemetry import services as telemetry_services
@@ -114,6 +115,8 @@ def demo_data_remove() -> DemoRemoval:
         logs, _ = RequestLog.objects.filter(org_id__in=slugs).delete()
         for rollup, _unit in rollups.ROLLUPS:
             rollup.objects.filter(org_id__in=slugs).delete()
+        for thread_rollup in (ThreadUsage, ThreadUser):
+            thread_rollup.objects.filter(org_id__in=slugs).delete()
         Organisation.objects.filter(slug__in=orgs).delete()
     return DemoRemoval(orgs=orgs, logs=logs)
 
