@@ -231,7 +231,7 @@ def _openai_message(message: dict, *, source: str) -> Turn:
     if role in ("tool", "function"):
         result = Part(
             "tool_result",
-            "\n".join(part.text for part in _openai_parts(message.get("content"))),
+            _pretty("\n".join(part.text for part in _openai_parts(message.get("content")))),
             call_id=str(message.get("tool_call_id") or ""),
             name=str(message.get("name") or ""),
         )
@@ -275,7 +275,7 @@ def _responses_item(item: dict, *, source: str) -> list[Turn]:
         return [Turn("assistant", [call], source=source)]
     if kind == "function_call_output":
         output = item.get("output")
-        text = output if isinstance(output, str) else _pretty(output)
+        text = _pretty(output)
         return [Turn("tool", [Part("tool_result", text, call_id=str(item.get("call_id") or ""))], source=source)]
     if kind == "reasoning":
         summary = " ".join(str(entry.get("text", "")) for entry in item.get("summary") or () if isinstance(entry, dict))
@@ -324,7 +324,7 @@ def _anthropic_blocks(content) -> list[Part]:
             if isinstance(inner, list):
                 text = "\n".join(part.text for part in _anthropic_blocks(inner))
             else:
-                text = str(inner or "")
+                text = _pretty(str(inner or ""))
             parts.append(
                 Part(
                     "tool_result",

@@ -50,7 +50,7 @@ def test_an_openai_chat_with_a_tool_call_and_its_result():
         "tool_result",
         "call_1",
         "order_status",
-        '{"status": "shipped"}',
+        '{\n  "status": "shipped"\n}',
     )
     assert [turn.source for turn in conversation.turns][-1] == "response"
     assert conversation.finish_reason == "stop"

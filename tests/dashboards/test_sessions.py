@@ -281,3 +281,35 @@ def test_a_redacted_request_says_so_and_a_streamed_one_is_assembled(conversation
     assert conversation.streamed
     assert conversation.response_turns[0].parts[0].text == "Thirty days from purchase."
     assert 'data-testid="raw-chunks"' in detail.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ({"page": "0"}, 400),
+        ({"page": "abc"}, 400),
+        ({"page": "99999999"}, 400),
+        ({"sort": "'; DROP TABLE x"}, 400),
+        ({"q": "%_\\"}, 200),
+        ({"user": "<script>alert(1)</script>"}, 200),
+        ({"page": "500"}, 200),
+    ],
+)
+def test_odd_list_input_gets_a_page_never_a_500(conversations, client_for, tenancy, query, status):
+    response = client_for(tenancy.member).get(reverse("dashboards:sessions", args=["acme"]), query)
+    assert response.status_code == status
+    assert "<script>alert(1)</script>" not in response.content.decode()
+
+
+def test_odd_thread_input_is_escaped_or_ignored(tenancy, client_for):
+    hostile = '<img src=x onerror=alert(1)>?#"/..'
+    export_logs([in_thread(make_log(org="acme", question="<b>bold?</b>"), hostile)])
+    client = client_for(tenancy.member)
+    url = reverse("dashboards:session", args=["acme", hostile])
+    response = client.get(url, {"after": "not-a-cursor"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<img src=x" not in html and "<b>bold?</b>" not in html
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in html
+    listed_page = client.get(reverse("dashboards:sessions", args=["acme"])).content.decode()
+    assert url in listed_page.replace("&amp;", "&")
