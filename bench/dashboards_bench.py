@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90, help="days of history to seed")
     parser.add_argument("--range", default="30d", help="dashboard range to request (24h, 7d, 30d, 90d)")
     parser.add_argument("--org", default="demo-acme", help="the org whose pages are requested")
+    parser.add_argument("--only", default="", help="comma-separated page names to request (default: every page)")
     options = parser.parse_args()
 
     import django
@@ -98,6 +99,9 @@ def main() -> None:
         "org filtered": f"/dashboards/orgs/{org}/{query}&provider=openai",
         **_session_pages(org=org, query=query),
     }
+    if options.only:
+        wanted = {name.strip() for name in options.only.split(",")}
+        pages = {name: url for name, url in pages.items() if name in wanted}
     print(f"\n{rows:,} request logs; range {options.range}; {options.requests} requests per page (after 3 warm-up)")
     print(f"{'page':<20}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}  url")
     for name, url in pages.items():

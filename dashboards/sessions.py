@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 
 from dashboards.conversation import Conversation, conversation_from
 from dashboards.models import ThreadUsage, ThreadUser
@@ -20,11 +20,12 @@ from telemetry import threads
 from telemetry.models import RequestLog
 
 SESSIONS_PAGE_SIZE = 50
-THREAD_PAGE_SIZE = 50
+# A thread's requests carry their whole documents: a page of them is kept short.
+THREAD_PAGE_SIZE = 20
 # Users named on a row of the list; the rest are counted.
 USERS_SHOWN = 3
-# Counting matching threads stops here: enough to say "10,000+" without a long count.
-COUNT_LIMIT = 10_000
+# Counting matching threads stops here: enough to say "1,000+" without walking every thread.
+COUNT_LIMIT = 1_000
 SORTS = {
     "recent": ("-last_at", "thread_id"),
     "cost": ("-cost", "-last_at", "thread_id"),
@@ -104,13 +105,15 @@ def _add_users(rows: list[SessionRow], *, org_id: str) -> None:
     by_key = {(row.thread.project_id, row.thread.thread_id): row for row in rows}
     if not by_key:
         return
-    keys = Q()
-    for project_id, thread_id in by_key:
-        keys |= Q(project_id=project_id, thread_id=thread_id)
-    seen = ThreadUser.objects.filter(keys, org_id=org_id).order_by("user_id")
+    # Both lists go into one scan of the unique key; the few pairs not on the page are skipped.
+    seen = ThreadUser.objects.filter(
+        org_id=org_id,
+        project_id__in={project_id for project_id, _ in by_key},
+        thread_id__in={thread_id for _, thread_id in by_key},
+    ).order_by("user_id")
     for project_id, thread_id, user_id in seen.values_list("project_id", "thread_id", "user_id"):
-        row = by_key[(project_id, thread_id)]
-        if len(row.user_ids) < USERS_SHOWN:
+        row = by_key.get((project_id, thread_id))
+        if row is not None and len(row.user_ids) < USERS_SHOWN:
             row.user_ids.append(user_id)
 
 
