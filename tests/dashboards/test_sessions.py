@@ -214,6 +214,8 @@ def test_the_list_shows_the_orgs_threads_with_their_numbers_and_filters(conversa
     assert "globex" not in html
 
     assert listed(client.get(url, {"project": "search"})) == [("search", THREAD)]
+    project_page = client.get(reverse("dashboards:project", args=["acme", "search"])).content.decode()
+    assert f'href="{url}?project=search"' in project_page
     assert listed(client.get(url, {"user": "bob@example.com"})) == [("search", THREAD)]
     assert listed(client.get(url, {"errors": "1"})) == [("search", THREAD)]
     assert listed(client.get(url, {"q": "thr-l"})) == [("", "thr-loose")]
