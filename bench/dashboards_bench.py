@@ -6,7 +6,10 @@ times in-process with Django's test client as a staff user, and prints server-si
 p95 and max per page.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashboards_bench \\
-        .venv/bin/python bench/dashboards_bench.py [--count 10000000] [--requests 30]
+        .venv/bin/python bench/dashboards_bench.py [--count 10000000] [--requests 30] [--only sessions,thread]
+
+A database seeded before the sessions rollup existed needs it filled first:
+`manage.py backfill_rollups --since 2000-01-01 --until <today> --threads-only`.
 """
 
 from __future__ import annotations
