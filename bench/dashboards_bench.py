@@ -6,7 +6,10 @@ times in-process with Django's test client as a staff user, and prints server-si
 p95 and max per page.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashboards_bench \\
-        .venv/bin/python bench/dashboards_bench.py [--count 10000000] [--requests 30]
+        .venv/bin/python bench/dashboards_bench.py [--count 10000000] [--requests 30] [--only sessions,thread]
+
+A database seeded before the sessions rollup existed needs it filled first:
+`manage.py backfill_rollups --since 2000-01-01 --until <today> --threads-only`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page")
     parser.add_argument("--days", type=int, default=90, help="days of history to seed")
     parser.add_argument("--range", default="30d", help="dashboard range to request (24h, 7d, 30d, 90d)")
+    parser.add_argument("--org", default="demo-acme", help="the org whose pages are requested")
+    parser.add_argument("--only", default="", help="comma-separated page names to request (default: every page)")
     options = parser.parse_args()
 
     import django
@@ -74,27 +79,32 @@ def main() -> None:
     client.force_login(staff)
 
     window = selectors.window_from(range_key=options.range)
-    org_scope = selectors.Scope(org_ids=("acme",))
+    org = options.org
+    org_scope = selectors.Scope(org_ids=(org,))
     no_filters = selectors.UsageFilters()
     project = selectors.usage_breakdown(scope=org_scope, window=window, filters=no_filters, by="project_id", limit=1)
     user = selectors.usage_breakdown(scope=org_scope, window=window, filters=no_filters, by="user_id", limit=1)
     if not project or not user:
-        sys.exit("No traffic for org 'acme' in the range; seed with the demo data first.")
+        sys.exit(f"No traffic for org {org!r} in the range; seed with the demo data first.")
     query = f"?range={options.range}"
     pages = {
         "overview": f"/dashboards/{query}",
-        "org": f"/dashboards/orgs/acme/{query}",
-        "project": f"/dashboards/orgs/acme/projects/{project[0].key}/{query}",
-        "user": f"/dashboards/orgs/acme/users/{user[0].key}/{query}",
-        "org 24h": "/dashboards/orgs/acme/?range=24h",
-        "org 7d": "/dashboards/orgs/acme/?range=7d",
-        "explorer": f"/dashboards/orgs/acme/logs/{query}",
-        "explorer filtered": f"/dashboards/orgs/acme/logs/{query}&provider=openai&status=error",
-        "explorer search": f"/dashboards/orgs/acme/logs/{query}&q=refund",
-        "csv by user": f"/dashboards/orgs/acme/export.csv{query}&by=user_id",
+        "org": f"/dashboards/orgs/{org}/{query}",
+        "project": f"/dashboards/orgs/{org}/projects/{project[0].key}/{query}",
+        "user": f"/dashboards/orgs/{org}/users/{user[0].key}/{query}",
+        "org 24h": f"/dashboards/orgs/{org}/?range=24h",
+        "org 7d": f"/dashboards/orgs/{org}/?range=7d",
+        "explorer": f"/dashboards/orgs/{org}/logs/{query}",
+        "explorer filtered": f"/dashboards/orgs/{org}/logs/{query}&provider=openai&status=error",
+        "explorer search": f"/dashboards/orgs/{org}/logs/{query}&q=refund",
+        "csv by user": f"/dashboards/orgs/{org}/export.csv{query}&by=user_id",
         # A filter needs the combinations, not the per-dimension facets: the slower way in.
-        "org filtered": f"/dashboards/orgs/acme/{query}&provider=openai",
+        "org filtered": f"/dashboards/orgs/{org}/{query}&provider=openai",
+        **_session_pages(org=org, query=query),
     }
+    if options.only:
+        wanted = {name.strip() for name in options.only.split(",")}
+        pages = {name: url for name, url in pages.items() if name in wanted}
     print(f"\n{rows:,} request logs; range {options.range}; {options.requests} requests per page (after 3 warm-up)")
     print(f"{'page':<20}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}  url")
     for name, url in pages.items():
@@ -103,6 +113,29 @@ def main() -> None:
         timings = sorted(_get(client, url) for _ in range(options.requests))
         p95 = timings[max(0, round(0.95 * len(timings)) - 1)]
         print(f"{name:<20}{statistics.median(timings):>10.1f}{p95:>10.1f}{timings[-1]:>10.1f}  {url}")
+
+
+def _session_pages(*, org: str, query: str) -> dict[str, str]:
+    """The sessions list, the busiest recent thread and one of its requests as a conversation."""
+    from urllib.parse import quote
+
+    from dashboards.models import ThreadUsage, ThreadUser
+    from telemetry import threads
+
+    busiest = ThreadUsage.objects.filter(org_id=org).order_by("-last_at").first()
+    if busiest is None:
+        sys.exit(f"No threads for org {org!r}: run `manage.py backfill_rollups --threads-only` first.")
+    seen = ThreadUser.objects.filter(org_id=org, thread_id=busiest.thread_id).values_list("user_id", flat=True).first()
+    thread_url = f"/dashboards/orgs/{org}/sessions/{quote(busiest.thread_id)}/"
+    request = threads.thread_requests(org_id=org, thread_id=busiest.thread_id, limit=1).requests[0]
+    return {
+        "sessions": f"/dashboards/orgs/{org}/sessions/{query}",
+        "sessions by cost": f"/dashboards/orgs/{org}/sessions/{query}&sort=cost",
+        "sessions filtered": f"/dashboards/orgs/{org}/sessions/{query}&project={busiest.project_id}&errors=1",
+        "sessions of a user": f"/dashboards/orgs/{org}/sessions/{query}&user={quote(seen or '')}",
+        "thread": f"{thread_url}?project={quote(busiest.project_id)}",
+        "conversation": f"/dashboards/orgs/{org}/logs/{request.pk}/",
+    }
 
 
 def _get(client, url: str) -> float:

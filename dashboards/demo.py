@@ -99,6 +99,20 @@ PROMPTS = {
          "Bitte setzen Sie Ihr Passwort innerhalb von 24 Stunden zurück."),
     ),
 }  # fmt: skip
+# Support-bot conversations in which the model has called a tool and reads its result:
+# (system, question, answer, tool name, arguments, tool result).
+TOOL_PROMPTS = (
+    ("You are a friendly support agent for a billing product. Use the tools to look things up.",
+     "Has my refund for order 4821 gone through?", "Yes: the refund of EUR 49.00 for order 4821 was issued on "
+     "Monday and should reach your card within five working days.", "lookup_refund", {"order_id": "4821"},
+     {"order_id": "4821", "status": "issued", "amount": "49.00", "currency": "EUR", "issued_on": "Monday"}),
+    ("You are a friendly support agent for a billing product. Use the tools to look things up.",
+     "Which plan am I on, and when does it renew?", "You are on the Team plan (annual), which renews on "
+     "1 March. Nothing needs doing before then.", "get_subscription", {"account": "current"},
+     {"plan": "Team", "billing": "annual", "renews_on": "1 March"}),
+)  # fmt: skip
+# Of the support bot's requests, every TOOL_EVERY-th is one of these.
+TOOL_EVERY = 3
 # (error type, status code, share of errors, message)
 ERRORS = (
     ("rate_limit_error", 429, 40, "Rate limit reached for requests"),
@@ -220,14 +234,17 @@ class _Fragments:
     def request(self, *, model: str, anthropic: bool, prompt: tuple[str, str, str], stream: bool, redacted: bool):
         key = ("request", model, prompt[1], stream, redacted)
         if key not in self._cache:
-            system, question, _ = prompt
+            system, question = prompt[:2]
             body: dict = {"model": model, "max_tokens": 1024, "temperature": 0.3, "stream": stream}
             if anthropic:
                 body |= {"system": system, "messages": [{"role": "user", "content": question}]}
             else:
                 body["messages"] = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+            if len(prompt) > 3:
+                _add_tool_turns(body, prompt=prompt, anthropic=anthropic)
             if redacted:
-                body = {key: "[redacted]" if key in ("messages", "system") else value for key, value in body.items()}
+                hidden = ("messages", "system", "tools")
+                body = {key: "[redacted]" if key in hidden else value for key, value in body.items()}
             self._cache[key] = _dumps(body)
         return self._cache[key]
 
@@ -259,6 +276,26 @@ class _Fragments:
                 ]  # fmt: skip
             self._cache[key] = (_dumps(head)[:-1], _dumps(chunks)[1:-1])
         return self._cache[key]
+
+
+def _add_tool_turns(body: dict, *, prompt: tuple, anthropic: bool) -> None:
+    """The model's call of the prompt's tool and the tool's result, after the question."""
+    name, arguments, result = prompt[3:]
+    call_id = f"call_{name}"
+    schema = {"type": "object", "properties": {key: {"type": "string"} for key in arguments}}
+    if anthropic:
+        body["tools"] = [{"name": name, "description": f"{name.replace('_', ' ')}", "input_schema": schema}]
+        body["messages"] += [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": call_id, "name": name, "input": arguments}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": _dumps(result)}]},
+        ]
+    else:
+        body["tools"] = [{"type": "function", "function": {"name": name, "parameters": schema}}]
+        call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": _dumps(arguments)}}
+        body["messages"] += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call_id, "content": _dumps(result)},
+        ]
 
 
 @dataclass
@@ -374,6 +411,8 @@ def generate_rows(*, plan: DemoPlan, hours: range) -> Iterator[DemoRow]:
             error_rate = 0.33 if (hour, provider) in incidents else BASE_ERROR_RATE
             failed = rng.random() < error_rate
             prompt = rng.choice(PROMPTS.get(project) or PROMPTS["support-bot"])
+            if project == "support-bot" and serial % TOOL_EVERY == 0:
+                prompt = TOOL_PROMPTS[serial // TOOL_EVERY % len(TOOL_PROMPTS)]
             input_tokens = max(12, int(rng.lognormvariate(6.6, 0.8)))
             seconds, millis = divmod(offset, 1000)
             minute, second = divmod(seconds, 60)

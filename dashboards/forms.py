@@ -106,3 +106,33 @@ class LogFilterForm(UsageFilterForm):
             error_type=self.value("error_type") or "",
             search=self.value("q") or "",
         )
+
+
+SESSION_SORT_CHOICES = [
+    ("recent", "Latest activity"),
+    ("cost", "Cost"),
+    ("requests", "Requests"),
+    ("errors", "Errors"),
+]
+
+
+class SessionFilterForm(UsageFilterForm):
+    """The sessions list's filters: the usage range, and which threads."""
+
+    project = forms.CharField(required=False, max_length=100)
+    user = forms.CharField(required=False, max_length=256)
+    errors = forms.BooleanField(required=False)
+    q = forms.CharField(required=False, max_length=200, strip=True)
+    sort = forms.ChoiceField(choices=SESSION_SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1, max_value=10_000)
+
+    def session_filters(self):
+        from dashboards.sessions import SessionFilters
+
+        return SessionFilters(
+            project_id=self.value("project") or "",
+            user_id=self.value("user") or "",
+            errors_only=bool(self.value("errors")),
+            search=self.value("q") or "",
+            sort=self.value("sort") or "recent",
+        )

@@ -193,3 +193,60 @@ class DailyFacetUsage(FacetUsage):
         verbose_name = "daily usage by dimension"
         verbose_name_plural = "daily usage by dimension"
         ordering = ["-bucket"]
+
+
+class ThreadUsage(models.Model):
+    """One conversation thread (the caller's thread id) of one project: what the sessions list reads.
+
+    Kept by `dashboards.thread_rollups` as records are exported; every measure but `users` is
+    additive, and `users` is the count of the thread's `ThreadUser` rows. A record without a
+    thread id belongs to no thread; a missing project is stored as "", as in the other rollups.
+    """
+
+    org_id = models.TextField()
+    project_id = models.TextField()
+    thread_id = models.TextField()
+    first_at = models.DateTimeField(help_text="The thread's first request.")
+    last_at = models.DateTimeField(help_text="The thread's latest request.")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=10, default=0)
+    users = models.IntegerField(default=0, help_text="Distinct end users seen in the thread.")
+
+    class Meta:
+        db_table = "dashboards_thread_usage"
+        verbose_name = "thread usage"
+        verbose_name_plural = "thread usage"
+        ordering = ["-last_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["org_id", "project_id", "thread_id"], name="thread_usage_key"),
+        ]
+        # The list reads an org's (or a project's) threads latest first.
+        indexes = [
+            models.Index(fields=["org_id", "last_at"], name="thread_usage_org_last"),
+            models.Index(fields=["org_id", "project_id", "last_at"], name="thread_usage_project_last"),
+        ]
+
+    def __str__(self):
+        return f"{self.org_id}/{self.project_id or '-'} {self.thread_id}"
+
+
+class ThreadUser(models.Model):
+    """An end user seen in a thread: the distinct set `ThreadUsage.users` counts, and the user filter."""
+
+    org_id = models.TextField()
+    project_id = models.TextField()
+    thread_id = models.TextField()
+    user_id = models.TextField()
+
+    class Meta:
+        db_table = "dashboards_thread_user"
+        constraints = [
+            models.UniqueConstraint(fields=["org_id", "project_id", "thread_id", "user_id"], name="thread_user_key"),
+        ]
+        indexes = [models.Index(fields=["org_id", "user_id"], name="thread_user_org_user")]
+
+    def __str__(self):
+        return f"{self.thread_id}: {self.user_id}"

@@ -10,6 +10,9 @@ PostgreSQL and SQLite alike):
   backfills and demo data; or, with `from_raw=False`, only the rollups summed from the finest
   one, without reading the raw table (to fill a rollup added later).
 
+The per-thread rollup has no time bucket and is kept by `dashboards.thread_rollups`, which
+`apply_new_rows` calls too.
+
 The facet rollups (usage per project and value of one dimension) are summed, both ways, from
 rows grouped as a finer rollup's, one UNION ALL branch per dimension.
 """
@@ -74,7 +77,7 @@ def cursor_vendor(cursor) -> str:
     return "sqlite" if isinstance(cursor, sqlite3.Cursor) else "postgresql"
 
 
-def _execute(cursor, sql: str, params: list) -> None:
+def execute_sql(cursor, sql: str, params: list) -> None:
     if isinstance(cursor, sqlite3.Cursor):
         # A raw sqlite3 cursor takes "?" placeholders and no "%%" escapes.
         cursor.execute(sql.replace("%s", "?").replace("%%", "%"), params)
@@ -209,7 +212,11 @@ def apply_new_rows(cursor, table: str) -> None:
                 source=table, unit=unit, dimensions=rollup.dimensions, vendor=vendor, ordered=True
             )
             sql = _upsert_sql(rollup=rollup, select_sql=select_sql)
-        _execute(cursor, sql, [])
+        execute_sql(cursor, sql, [])
+    # Imported here: the thread rollup's module builds on this one.
+    from dashboards import thread_rollups
+
+    thread_rollups.apply_new_rows(cursor, table)
 
 
 def raw_table() -> str:
@@ -301,3 +308,5 @@ def analyze() -> None:
     with connection.cursor() as cursor:
         for rollup, _ in ROLLUPS:
             cursor.execute(f"ANALYZE {rollup._meta.db_table}")
+        cursor.execute("ANALYZE dashboards_thread_usage")
+        cursor.execute("ANALYZE dashboards_thread_user")

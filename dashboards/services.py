@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 from django.db import connection, connections, transaction
 
-from dashboards import demo, rollups
+from dashboards import demo, rollups, thread_rollups
+from dashboards.models import ThreadUsage, ThreadUser
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
 from telemetry import services as telemetry_services
@@ -39,8 +40,18 @@ def rollups_rebuild(*, since: date, until: date, from_raw: bool = True, progress
     for done, day in enumerate(days, start=1):
         rollups.rebuild_day(day, org_ids=org_ids, from_raw=from_raw)
         progress(done, len(days))
+    if from_raw:
+        threads_rebuild(since=since, until=until)
     rollups.analyze()
     return len(days)
+
+
+def threads_rebuild(*, since: date, until: date) -> int:
+    """Recompute the sessions rollup for every thread active from `since` to `until` (UTC days, both
+    included); returns the threads rewritten. A thread is recomputed whole, days outside the range too."""
+    start, _ = rollups.day_bounds(since)
+    _, end = rollups.day_bounds(until)
+    return thread_rollups.rebuild(since=start, until=end)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ def demo_data_remove() -> DemoRemoval:
         logs, _ = RequestLog.objects.filter(org_id__in=slugs).delete()
         for rollup, _unit in rollups.ROLLUPS:
             rollup.objects.filter(org_id__in=slugs).delete()
+        for thread_rollup in (ThreadUsage, ThreadUser):
+            thread_rollup.objects.filter(org_id__in=slugs).delete()
         Organisation.objects.filter(slug__in=orgs).delete()
     return DemoRemoval(orgs=orgs, logs=logs)
 

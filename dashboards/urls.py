@@ -17,4 +17,7 @@ urlpatterns = [
     path("orgs/<slug:org_slug>/users/<path:user_id>/", views.user_dashboard, name="user"),
     path("orgs/<slug:org_slug>/logs/", views.log_explorer, name="logs"),
     path("orgs/<slug:org_slug>/logs/<str:log_id>/", views.log_detail, name="log_detail"),
+    path("orgs/<slug:org_slug>/sessions/", views.session_list, name="sessions"),
+    # Thread ids are whatever callers send, slashes included.
+    path("orgs/<slug:org_slug>/sessions/<path:thread_id>/", views.session_detail, name="session"),
 ]

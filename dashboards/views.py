@@ -9,11 +9,12 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
-from dashboards import access, pages, selectors
-from dashboards.forms import LogFilterForm, UsageFilterForm
+from dashboards import access, pages, selectors, sessions
+from dashboards.forms import LogFilterForm, SessionFilterForm, UsageFilterForm
 from dashboards.selectors import Scope
 from telemetry.models import document_without_content
 
@@ -234,6 +235,7 @@ def log_detail(request, org_slug, log_id):
     if isinstance(response, dict) and "streamed_data" in response:
         response = dict(response)
         streamed = response.pop("streamed_data")
+    conversation = sessions.request_conversation(log, content_visible=content_visible)
     return render(
         request,
         "dashboards/log_detail.html",
@@ -248,6 +250,8 @@ def log_detail(request, org_slug, log_id):
             "streamed": [_pretty(chunk) for chunk in streamed] if streamed is not None else None,
             "document_json": _pretty(document),
             "params": pages.usage_params(request.GET),
+            "conversation": conversation,
+            "session_url": reverse("dashboards:session", args=[org.slug, log.thread_id]) if log.thread_id else None,
         },
     )
 
@@ -256,3 +260,64 @@ def _pretty(value) -> str:
     if value is None:
         return ""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+@require_GET
+@login_required
+def session_list(request, org_slug):
+    """The org's conversation threads, from the per-thread rollup."""
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    form = SessionFilterForm(request.GET)
+    window = form.window()
+    filters = form.session_filters()
+    page = sessions.session_list(org_id=org.slug, window=window, filters=filters, page=form.value("page") or 1)
+    query = {key: value for key, value in request.GET.items() if key != "page" and value}
+    return render(
+        request,
+        "dashboards/sessions.html",
+        {
+            "org": org,
+            "form": form,
+            "window": window,
+            "filters": filters,
+            "session_page": page,
+            "projects": sessions.session_projects(org_id=org.slug),
+            "next_url": pages.with_params(request.path, query | {"page": page.page + 1}) if page.has_next else None,
+            "previous_url": pages.with_params(request.path, query | {"page": page.page - 1}) if page.page > 1 else None,
+        },
+        status=_status(form),
+    )
+
+
+@require_GET
+@login_required
+def session_detail(request, org_slug, thread_id):
+    """One thread's requests in order, read as one conversation."""
+    org = access.org_for_user(user=request.user, org_slug=org_slug)
+    project_id = request.GET.get("project")
+    summary = sessions.thread_summary(org_id=org.slug, thread_id=thread_id, project_id=project_id)
+    after = selectors.decode_cursor(request.GET.get("after", "")) if request.GET.get("after") else None
+    content_visible = access.may_see_content(user=request.user, org=org)
+    view = sessions.thread_view(
+        org=org, thread_id=thread_id, project_id=project_id, after=after, content_visible=content_visible
+    )
+    if summary is None and not view.entries:
+        raise Http404("No such thread")
+    query = {"project": project_id} if project_id is not None else {}
+    next_url = None
+    if view.after is not None:
+        next_url = pages.with_params(request.path, query | {"after": selectors.encode_cursor(view.entries[-1].log)})
+    return render(
+        request,
+        "dashboards/session.html",
+        {
+            "org": org,
+            "thread_id": thread_id,
+            "summary": summary,
+            "view": view,
+            "content_visible": content_visible,
+            "next_url": next_url,
+            "first_url": pages.with_params(request.path, query) if after is not None else None,
+            "project_id": project_id,
+        },
+    )

@@ -60,6 +60,12 @@ class RequestLog(models.Model):
             models.Index(fields=["org_id", "project_id", "timestamp"], name="request_log_project_time"),
             models.Index(fields=["org_id", "user_id", "timestamp"], name="request_log_user_time"),
             models.Index(fields=["timestamp"], name="request_log_time"),
+            # A thread page reads one thread's requests in order; most records have no thread.
+            models.Index(
+                fields=["org_id", "thread_id", "timestamp"],
+                name="request_log_thread_time",
+                condition=models.Q(thread_id__isnull=False),
+            ),
         ]
 
     def __str__(self):

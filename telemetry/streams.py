@@ -46,6 +46,13 @@ def accumulate_stream(dialect: str | None, events: list[bytes]):
     return chunks, response, usage, provider_request_id
 
 
+def accumulated_response(dialect: str | None, chunks: list[dict]) -> dict:
+    """The response a stream's decoded chunks (a record's `streamed_data`) add up to."""
+    chunks = [chunk for chunk in chunks if isinstance(chunk, dict)]
+    response, _ = _accumulate_anthropic(chunks) if dialect == "anthropic" else _accumulate_openai(chunks)
+    return response
+
+
 def _accumulate_openai(chunks: list[dict]):
     response: dict = {}
     choices: dict[int, dict] = {}

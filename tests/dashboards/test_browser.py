@@ -131,6 +131,9 @@ def test_a_member_logs_in_and_reads_the_dashboards(live_server, expected, page):
     shown_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     assert shown_id in expected["errors"]
     assert page.locator('[data-testid="error-type"]').inner_text().startswith(expected["errors"][shown_id])
+    # The request reads as a conversation; its raw JSON is one click away.
+    assert page.locator('[data-testid="conversation"] .turn[data-role="user"]').count() == 1
+    page.click('[data-testid="raw-json"] > summary')
     assert page.locator('[data-testid="request-json"]').inner_text().strip().startswith("{")
     page.screenshot(path=str(ARTIFACTS / "dashboards-detail.png"), full_page=True)
 

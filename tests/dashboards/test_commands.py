@@ -4,6 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Sum
 
+from dashboards.conversation import conversation_from
 from dashboards.models import (
     DailyFacetUsage,
     DailyProjectUsage,
@@ -11,6 +12,8 @@ from dashboards.models import (
     HourlyFacetUsage,
     HourlyProjectUsage,
     HourlyUsage,
+    ThreadUsage,
+    ThreadUser,
 )
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
@@ -36,6 +39,18 @@ def test_seed_demo_logs_loads_realistic_traffic_and_its_rollups(capsys):
     for rollup in (HourlyUsage, DailyUsage, HourlyProjectUsage, DailyProjectUsage):
         assert rollup.objects.aggregate(n=Sum("requests"))["n"] == 600
     assert_rollups_match_raw()
+    # Every demo request is in a thread, and the support bot's threads have tool calls in them.
+    assert ThreadUsage.objects.aggregate(n=Sum("requests"))["n"] == 600
+    assert ThreadUsage.objects.filter(users__gt=0).count() == ThreadUsage.objects.count()
+    support = RequestLog.objects.filter(project_id="support-bot", status="success")
+    with_tools = [log for log in support if "tools" in log.log_data["attributes"]["request"]]
+    assert with_tools
+    assert any(
+        conversation_from(log.log_data["attributes"]["request"], log.log_data["attributes"]["response"]).turns[-2].role
+        == "tool"
+        for log in with_tools
+        if not log.log_data["attributes"]["metadata"]["content_redacted"]
+    )
     captured = capsys.readouterr()
     assert "logs" in captured.err and "600/600" in captured.err
     assert "Added 600 demo request logs" in captured.out
@@ -88,6 +103,7 @@ def test_remove_demo_data_removes_demo_orgs_logs_and_rollups_and_nothing_else(ca
     for rollup in (HourlyUsage, DailyUsage, HourlyProjectUsage, DailyProjectUsage, HourlyFacetUsage, DailyFacetUsage):
         assert set(rollup.objects.values_list("org_id", flat=True)) == {"acme"}, rollup
     assert_rollups_match_raw()
+    assert not ThreadUsage.objects.exists() and not ThreadUser.objects.exists()
 
     call_command("remove_demo_data")
     assert "No demo data" in capsys.readouterr().out

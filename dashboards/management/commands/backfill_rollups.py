@@ -26,10 +26,20 @@ class Command(BaseCommand):
             "(fills a rollup table added after the log filled up)",
         )
 
-    def handle(self, *args, since, until, derived_only, **options):
+        parser.add_argument(
+            "--threads-only",
+            action="store_true",
+            help="rebuild only the sessions (per-thread) rollup, for the threads active in the range",
+        )
+
+    def handle(self, *args, since, until, derived_only, threads_only, **options):
         first, last = _day(since), _day(until)
         if last < first:
             raise CommandError("--until is before --since")
+        if threads_only:
+            threads = services.threads_rebuild(since=first, until=last)
+            self.stdout.write(self.style.SUCCESS(f"Rebuilt {threads} thread(s) active from {first} to {last}."))
+            return
         days = services.rollups_rebuild(
             since=first, until=last, from_raw=not derived_only, progress=ProgressBar("rollups", stream=self.stderr)
         )
