@@ -3,9 +3,9 @@
 With tracing off (no OTLP endpoint) a request only gets its ids, made here from the caller's
 `traceparent`, as cheap as before tracing existed. With it on, the OpenTelemetry SDK makes the ids:
 the record's trace_id and span_id are the server span's, and the traceparent sent upstream names
-the attempt's client span. Spans are started on the request path and ended by the telemetry
-hand-off thread once the record's document is built (so a stream's spans carry its token counts),
-with the end times the request measured; the SDK's batch processor exports them from its own thread.
+the attempt's client span. The request path only decides sampling, makes ids and notes times; the
+telemetry hand-off thread emits the spans once the record's document is built (so a stream's spans
+carry its token counts), and the SDK's batch processor exports them from its own thread.
 """
 
 from __future__ import annotations
@@ -41,25 +41,30 @@ def trace_context(traceparent: str | None) -> tuple[str, str, str]:
 
 
 def request_started(record, request) -> str:
-    """Give the record its trace ids (and, when sampled, its server span); the traceparent for upstream."""
-    tracer = process_tracer.tracer()
-    if tracer is None:
+    """Give the record its trace ids (and, when sampled, its spans to come); the traceparent for upstream."""
+    sink = process_tracer.tracer()
+    if sink is None:
         record.trace_id, record.span_id, upstream = trace_context(request.headers.get("traceparent"))
         return upstream
-    trace = RequestTrace(tracer, record, request)
-    context = trace.server.get_span_context()
-    record.trace_id, record.span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
-    if context.trace_flags.sampled:
-        record.trace = trace
-        return _traceparent(context)
-    # Not sampled: no spans to end or export; upstream gets a span id of its own, unsampled.
-    return f"00-{record.trace_id}-{secrets.token_hex(8)}-00"
+    parent = _parent(request.headers.get("traceparent"), request.headers.get("tracestate"))
+    trace_id = parent.trace_id if parent is not None else sink.new_trace_id()
+    span_id = sink.new_span_id()
+    match = request.resolver_match
+    route = "/" + match.route if match is not None and match.route else request.path
+    name = f"{request.method} {route}"
+    record.trace_id, record.span_id = f"{trace_id:032x}", f"{span_id:016x}"
+    if not _sampled(sink, parent, trace_id, name):
+        # No spans to record, and upstream is told so.
+        return f"00-{record.trace_id}-{record.span_id}-00"
+    record.trace = RequestTrace(sink, parent, trace_id, span_id, name)
+    record.trace.attributes.update({"http.method": request.method, "http.route": route, "http.request_id": record.id})
+    return f"00-{record.trace_id}-{record.span_id}-01"
 
 
 def attempt_started(record, *, provider: str, method: str, url: str) -> str | None:
     """Start the client span of one provider attempt; the traceparent naming it, or None when untraced."""
     trace = record.trace
-    return trace.attempt_started(record, provider=provider, method=method, url=url) if trace is not None else None
+    return trace.attempt_started(record, provider=provider, method=method) if trace is not None else None
 
 
 def attempt_answered(record, status: int) -> None:
@@ -79,120 +84,156 @@ def attempt_ended(record, error: str | None = None) -> None:
             attempt.error = error
 
 
-def _traceparent(context) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+def _parent(traceparent: str | None, tracestate: str | None):
+    """The caller's span context, or None when it sent no valid traceparent."""
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip().lower())
+    if not match or match.group(1) == "ff" or match.group(2) == "0" * 32 or match.group(3) == "0" * 16:
+        return None
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    return SpanContext(
+        int(match.group(2), 16),
+        int(match.group(3), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(match.group(4), 16)),
+        trace_state=TraceState.from_header([tracestate]) if tracestate else None,
+    )
+
+
+def _sampled(sink, parent, trace_id: int, name: str) -> bool:
+    from opentelemetry import trace
+
+    context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+    return sink.sampler.should_sample(context, trace_id, name, trace.SpanKind.SERVER).decision.is_sampled()
 
 
 class _Attempt:
-    __slots__ = ("ended_ns", "error", "span", "status")
+    __slots__ = ("attributes", "ended_ns", "error", "name", "span_id", "started_ns", "status")
 
-    def __init__(self, span):
-        self.span = span
+    def __init__(self, name: str, span_id: int, attributes: dict):
+        self.name = name
+        self.span_id = span_id
+        self.attributes = attributes
+        self.started_ns = time.time_ns()
         self.status: int | None = None
         self.error: str | None = None
         self.ended_ns: int | None = None
 
 
 class RequestTrace:
-    """A sampled request's spans, held by its record until the hand-off thread ends them."""
+    """A sampled request's spans in the making, held by its record until the hand-off thread emits them."""
 
-    __slots__ = ("attempts", "server", "server_context", "tracer")
+    __slots__ = ("attempts", "attributes", "name", "parent", "sink", "span_id", "started_ns", "trace_id")
 
-    def __init__(self, tracer, record, request):
-        from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        self.tracer = tracer
-        parent = None
-        if "traceparent" in request.headers:
-            carrier = {"traceparent": request.headers["traceparent"]}
-            if "tracestate" in request.headers:
-                carrier["tracestate"] = request.headers["tracestate"]
-            parent = TraceContextTextMapPropagator().extract(carrier)
-        match = request.resolver_match
-        route = "/" + match.route if match is not None and match.route else request.path
-        self.server = tracer.start_span(
-            f"{request.method} {route}",
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={"http.method": request.method, "http.route": route, "http.request_id": record.id},
-        )
-        self.server_context = trace.set_span_in_context(self.server) if self.server.is_recording() else None
+    def __init__(self, sink, parent, trace_id: int, span_id: int, name: str):
+        self.sink = sink
+        self.parent = parent
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.name = name
+        self.started_ns = time.time_ns()
+        self.attributes: dict = {}
         self.attempts: list[_Attempt] = []
 
-    def attempt_started(self, record, *, provider: str, method: str, url: str) -> str:
-        from opentelemetry.trace import SpanKind
-
-        now = time.time_ns()
+    def attempt_started(self, record, *, provider: str, method: str) -> str:
         if self.attempts and self.attempts[-1].ended_ns is None:
-            self.attempts[-1].ended_ns = now  # the attempt before this one ended when this one began
+            self.attempts[-1].ended_ns = time.time_ns()  # the attempt before this one ended when this one began
         model = record.upstream_model or record.model or ""
-        operation = record.path.rsplit("/v1/", 1)[-1]
         attributes = {
             "provider.name": provider,
             "provider.model": model,
+            "provider.attempt": len(self.attempts) + 1,
             "gen_ai.system": _GEN_AI_SYSTEMS.get(provider, provider),
             "gen_ai.request.model": record.model or model,
             "http.method": method,
-            "http.url": url,
-            "provider.attempt": len(self.attempts) + 1,
         }
-        if operation in _GEN_AI_OPERATIONS:
-            attributes["gen_ai.operation.name"] = _GEN_AI_OPERATIONS[operation]
+        operation = _GEN_AI_OPERATIONS.get(record.path.rsplit("/v1/", 1)[-1])
+        if operation is not None:
+            attributes["gen_ai.operation.name"] = operation
         name = "provider.generate_stream" if record.stream else "provider.generate"
-        span = self.tracer.start_span(
-            name, context=self.server_context, kind=SpanKind.CLIENT, attributes=attributes, start_time=now
-        )
-        self.attempts.append(_Attempt(span))
-        return _traceparent(span.get_span_context())
+        attempt = _Attempt(name, self.sink.new_span_id(), attributes)
+        self.attempts.append(attempt)
+        return f"00-{self.trace_id:032x}-{attempt.span_id:016x}-01"
 
     def end(self, record, document: dict | None) -> None:
-        """End every span with the times the request measured; `document` adds what only it knows (tokens)."""
-        from opentelemetry.trace import Status, StatusCode
+        """Emit every span with the times the request measured; `document` adds what only it knows (tokens)."""
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-        server = self.server
-        server_end = server.start_time + int((record.latency_ms or record.elapsed_ms()) * 1_000_000)
+        sink = self.sink
+        flags = TraceFlags(TraceFlags.SAMPLED)
+        state = self.parent.trace_state if self.parent is not None else None
+        server = SpanContext(self.trace_id, self.span_id, is_remote=False, trace_flags=flags, trace_state=state)
+        server_end = self.started_ns + int((record.latency_ms or record.elapsed_ms()) * 1_000_000)
         metadata = document["attributes"]["metadata"] if document is not None else {}
         tokens = metadata.get("tokens") or {}
-        input_tokens = tokens.get("input", record.input_tokens)
-        output_tokens = tokens.get("output", record.output_tokens)
         for position, attempt in enumerate(self.attempts, start=1):
-            span = attempt.span
+            attributes = attempt.attributes
             if attempt.status is not None:
-                span.set_attribute("http.status_code", attempt.status)
-            failed = attempt.error or (attempt.status is not None and attempt.status >= 400)
+                attributes["http.status_code"] = attempt.status
+            failed = attempt.error is not None or (attempt.status is not None and attempt.status >= 400)
             if position == len(self.attempts):
-                self._describe_answer(span, record, document, input_tokens, output_tokens)
-                failed = failed or (record.provider_error_type and record.error_type != "provider_error")
-                attempt.error = attempt.error or (record.provider_error_type if failed else None)
+                _describe_answer(attributes, record, document, tokens)
+                if record.provider_error_type and record.error_type != "provider_error":
+                    failed = True  # the answer itself failed: cut short, too large, unreadable
+                    attempt.error = attempt.error or record.provider_error_type
+            status = Status(StatusCode.UNSET)
             if failed:
-                error = attempt.error or f"http_{attempt.status}"
-                span.set_attribute("error.type", error)
-                span.set_status(Status(StatusCode.ERROR, error))
-            span.end(end_time=min(attempt.ended_ns or server_end, server_end))
-        server.set_attribute("http.status_code", record.status_code)
+                error = attempt.error or record.provider_error_type or f"http_{attempt.status}"
+                attributes["error.type"] = error
+                status = Status(StatusCode.ERROR, error)
+            context = SpanContext(self.trace_id, attempt.span_id, is_remote=False, trace_flags=flags, trace_state=state)
+            sink.emit(
+                ReadableSpan(
+                    attempt.name,
+                    context=context,
+                    parent=server,
+                    resource=sink.resource,
+                    attributes=attributes,
+                    kind=SpanKind.CLIENT,
+                    status=status,
+                    start_time=attempt.started_ns,
+                    end_time=min(attempt.ended_ns or server_end, server_end),
+                    instrumentation_scope=sink.scope,
+                )
+            )
+        attributes = self.attributes
+        attributes["http.status_code"] = record.status_code
+        status = Status(StatusCode.UNSET)
         if record.error_type:
-            server.set_attribute("error.type", record.error_type)
+            attributes["error.type"] = record.error_type
         if record.status_code >= 500:
-            server.set_status(Status(StatusCode.ERROR, record.error_type or f"http_{record.status_code}"))
-        server.end(end_time=server_end)
+            status = Status(StatusCode.ERROR, record.error_type or f"http_{record.status_code}")
+        sink.emit(
+            ReadableSpan(
+                self.name,
+                context=server,
+                parent=self.parent,
+                resource=sink.resource,
+                attributes=attributes,
+                kind=SpanKind.SERVER,
+                status=status,
+                start_time=self.started_ns,
+                end_time=server_end,
+                instrumentation_scope=sink.scope,
+            )
+        )
 
-    @staticmethod
-    def _describe_answer(span, record, document, input_tokens, output_tokens) -> None:
-        if input_tokens is not None:
-            span.set_attribute("provider.input_tokens", input_tokens)
-            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-        if output_tokens is not None:
-            span.set_attribute("provider.output_tokens", output_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-        if record.upstream_model:
-            span.set_attribute("gen_ai.response.model", record.upstream_model)
-        if record.provider_request_id:
-            span.set_attribute("gen_ai.response.id", record.provider_request_id)
-        if record.stream:
-            response = document["attributes"].get("response") if document is not None else None
-            streamed = response.get("streamed_data") if isinstance(response, dict) else None
-            chunks = len(streamed) if streamed is not None else len(record.stream_events or ())
-            span.set_attribute("provider.chunk_count", chunks)
-            if record.provider_latency_ms is not None:
-                span.set_attribute("provider.ttfb_seconds", record.provider_latency_ms / 1000.0)
+
+def _describe_answer(attributes: dict, record, document: dict | None, tokens: dict) -> None:
+    input_tokens = tokens.get("input", record.input_tokens)
+    output_tokens = tokens.get("output", record.output_tokens)
+    if input_tokens is not None:
+        attributes["provider.input_tokens"] = attributes["gen_ai.usage.input_tokens"] = input_tokens
+    if output_tokens is not None:
+        attributes["provider.output_tokens"] = attributes["gen_ai.usage.output_tokens"] = output_tokens
+    if record.upstream_model:
+        attributes["gen_ai.response.model"] = record.upstream_model
+    if record.stream:
+        response = document["attributes"].get("response") if document is not None else None
+        streamed = response.get("streamed_data") if isinstance(response, dict) else None
+        attributes["provider.chunk_count"] = len(streamed) if streamed is not None else len(record.stream_events or ())
+        if record.provider_latency_ms is not None:
+            attributes["provider.ttfb_seconds"] = record.provider_latency_ms / 1000.0

@@ -99,7 +99,7 @@ def test_a_callers_sampled_trace_runs_through_server_span_provider_span_and_reco
     tokens = record["metadata"]["tokens"]
     assert tokens["input"] > 0 and tokens["output"] == 20
     assert provider.name == "provider.generate"
-    assert provider.attributes | {"http.url": None} == {
+    assert provider.attributes == {
         "provider.name": "openai",
         "provider.model": "gpt-4o-mini",
         "provider.attempt": 1,
@@ -109,14 +109,11 @@ def test_a_callers_sampled_trace_runs_through_server_span_provider_span_and_reco
         "gen_ai.operation.name": "chat",
         "gen_ai.request.model": "gpt-4o-mini",
         "gen_ai.response.model": "gpt-4o-mini",
-        "gen_ai.response.id": record["metadata"]["provider_request_id"],
         "gen_ai.usage.input_tokens": tokens["input"],
         "gen_ai.usage.output_tokens": tokens["output"],
         "http.method": "POST",
         "http.status_code": 200,
-        "http.url": None,
     }
-    assert provider.attributes["http.url"].endswith("/v1/chat/completions")
     assert server.start_ns <= provider.start_ns < provider.end_ns <= server.end_ns
     assert server.resource["service.name"] == "tollgate-under-test"
 
@@ -145,8 +142,7 @@ def test_always_traces_a_request_without_a_traceparent(caller, traced, published
     server = next(span for span in spans if span.kind == SERVER)
     assert server.span_id == record["span_id"] and server.parent_span_id == ""
     _version, trace_id, span_id, flags = upstream_traceparent(provider_server)
-    # Sampled; the SDK also sets W3C level 2's "random trace id" flag (0x02) on the ids it makes.
-    assert trace_id == record["trace_id"] and int(flags, 16) & 0x01
+    assert (trace_id, flags) == (record["trace_id"], "01")
     assert span_id == next(span.span_id for span in spans if span.kind == CLIENT)
 
 
