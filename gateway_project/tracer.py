@@ -139,6 +139,6 @@ def _exporter():
                 "install it, or use http/protobuf (the default)."
             ) from exc
         return OTLPSpanExporter(endpoint=traces_url())
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from gateway_project.otlp_wire import WireOTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=traces_url())
+    return WireOTLPSpanExporter(endpoint=traces_url())

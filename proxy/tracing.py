@@ -61,7 +61,7 @@ def request_started(record, request) -> str:
     return f"00-{record.trace_id}-{record.span_id}-01"
 
 
-def attempt_started(record, *, provider: str, method: str, url: str) -> str | None:
+def attempt_started(record, *, provider: str, method: str) -> str | None:
     """Start the client span of one provider attempt; the traceparent naming it, or None when untraced."""
     trace = record.trace
     return trace.attempt_started(record, provider=provider, method=method) if trace is not None else None
@@ -152,7 +152,10 @@ class RequestTrace:
         operation = _GEN_AI_OPERATIONS.get(record.path.rsplit("/v1/", 1)[-1])
         if operation is not None:
             attributes["gen_ai.operation.name"] = operation
-        name = "provider.generate_stream" if record.stream else "provider.generate"
+        if method == "GET":
+            name = "provider.list_models"
+        else:
+            name = "provider.generate_stream" if record.stream else "provider.generate"
         attempt = _Attempt(name, self.sink.new_span_id(), attributes)
         self.attempts.append(attempt)
         return f"00-{self.trace_id:032x}-{attempt.span_id:016x}-01"

@@ -335,7 +335,7 @@ class ProviderAdapter:
         exchange = self.exchange
         client = shared_client()
         # Tracing: each attempt is a client span, and the traceparent sent upstream names it.
-        traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method, url=url)
+        traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method)
         headers = self.headers(exchange.client_headers, traceparent=traceparent or exchange.traceparent)
         if stream:
             # Compressing a stream only delays its events; an upstream that still does is decoded by the relay.
