@@ -145,7 +145,8 @@ def _two_scraped_waves(caller, published) -> None:
 
 
 def _has_data(result: list[dict]) -> bool:
-    return bool(result) and all(sample["value"][1] not in ("NaN", "+Inf", "-Inf") for sample in result)
+    # A number, not just a series: a series other tests left without new samples has a NaN quantile.
+    return any(sample["value"][1] not in ("NaN", "+Inf", "-Inf") for sample in result)
 
 
 def test_every_example_query_returns_data(caller, published, prometheus):
