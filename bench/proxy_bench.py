@@ -290,8 +290,10 @@ def tracing_comparison(*, rounds: int, duration: int) -> None:
             wrk(stack.gateway_url, stack.key, connections=8, duration=3)  # warm-up
         figures: dict[str, list[float]] = {name: [] for name, _ in stacks}
         cpu: dict[str, list[float]] = {name: [] for name, _ in stacks}
-        for _ in range(rounds):
-            for name, stack in stacks:
+        for round_number in range(rounds):
+            # Each round starts with another configuration, so none always runs first or last.
+            shift = round_number % len(stacks)
+            for name, stack in stacks[shift:] + stacks[:shift]:
                 before = stack.cpu_seconds()
                 result = wrk(stack.gateway_url, stack.key, connections=32, duration=duration)
                 if result["NON2XX"] or result["SOCKET_ERRORS"]:
