@@ -17,7 +17,7 @@ WEB = $(BIN)/uvicorn gateway_project.asgi:application --host 127.0.0.1 --port $(
 	$(UVICORN_FLAGS)
 WORKER = $(BIN)/celery -A gateway_project worker --loglevel INFO --concurrency 1 -Q export.postgres,export.elasticsearch,celery
 
-.PHONY: install browser migrate run key superuser test lint format bench clean
+.PHONY: install browser prometheus migrate run key superuser test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ install: $(VENV)/.installed
 # Headless Chromium for the dashboard browser tests, from Debian's packages.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# Prometheus for the test that runs the documented PromQL queries against the live gateway, from Debian's packages.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
 
 migrate: install
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
@@ -58,7 +62,7 @@ key: migrate
 superuser: migrate
 	@$(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_PASSWORD),--noinput)
 
-test: install browser
+test: install browser prometheus
 	$(BIN)/ruff check .
 	# The embedded mode's SQLite write path first; the whole suite (on Postgres, where it is skipped) last.
 	env -u DATABASE_URL -u REDIS_URL GATEWAY_VAR_DIR=$$(mktemp -d) $(BIN)/pytest tests/telemetry/test_exporters.py -k sqlite

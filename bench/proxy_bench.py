@@ -1,6 +1,7 @@
 """Proxy benchmark: the gateway against the same load sent straight to the upstream.
 
     python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
+    python bench/proxy_bench.py --otlp [--rounds 3] [--duration 10]
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -8,6 +9,11 @@ drives load with wrk (plain requests) and an aiohttp client (streams), and
 prints each figure beside the same load sent directly to the upstream.
 Telemetry is handed to the real broker (REDIS_URL, else the embedded one);
 no Celery worker runs during the load, so export work does not share the CPU.
+
+With --otlp it measures tracing instead: three gateways (tracing off, sampling probability 0.1,
+always on) export to a local OTLP/HTTP receiver that accepts and discards, and their throughput
+and CPU per request at concurrency 32 are measured in interleaved rounds, so a busy shared machine
+affects all three alike. Their records are built but then dropped, not published (no broker).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one word."}]}
 STREAM_BODY = CHAT_BODY | {"stream": True}
+BENCH_DEPLOYMENT_ENV = {
+    "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "GATEWAY_ENCRYPTION_KEY": "YmVuY2gtb25seS1mZXJuZXQta2V5LTAxMjM0NTY3ODk=",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+}
 
 
 def free_port() -> int:
@@ -55,20 +66,28 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool):
+    def __init__(self, *, telemetry: bool, extra_env: dict[str, str] | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
         self.upstream_port = free_port()
         self.gateway_port = free_port()
-        self.env = os.environ | {
-            "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-            "GATEWAY_VAR_DIR": str(self.workdir),
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
-            "OPENAI_API_KEY": "sk-bench",
-            "TELEMETRY_ENABLED": "true" if telemetry else "false",
-            "LOG_LEVEL": "WARNING",
-        }
+        untraced = {name: "" for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
+        self.env = (
+            os.environ
+            | untraced
+            | {
+                "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+                "GATEWAY_VAR_DIR": str(self.workdir),
+                "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
+                "OPENAI_API_KEY": "sk-bench",
+                "TELEMETRY_ENABLED": "true" if telemetry else "false",
+                "LOG_LEVEL": "WARNING",
+            }
+            | (extra_env or {})
+        )
         if "DATABASE_URL" not in os.environ:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
+        # A database URL makes the run a deployment, which must have keys of its own (gateway_project.safety).
+        self.env = BENCH_DEPLOYMENT_ENV | self.env
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> Stack:
@@ -127,6 +146,11 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}/v1/chat/completions"
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the gateway process, all its threads (the span exporter's included)."""
+        fields = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.gateway.pid}/status").read_text()
@@ -237,12 +261,82 @@ async def concurrent_streams(url, key, count) -> tuple[int, int]:
     return errors, damaged
 
 
+# --- Tracing: off, sampled at 0.1, always on -----------------------------------------
+
+# Records are built (and spans emitted) as in production, then dropped instead of published and
+# journaled: the figures are the web process's own, undisturbed by a broker or the disk.
+WEB_PROCESS_ONLY = {"TELEMETRY_PUBLISHER": "bench.null_publisher.DiscardPublisher", "GATEWAY_JOURNAL_ENABLED": "false"}
+TRACING_CONFIGS = (
+    ("tracing off", {}),
+    ("probability 0.1", {"OTEL_TRACES_SAMPLER": "probability", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+    ("always on", {"OTEL_TRACES_SAMPLER": "always"}),
+)
+
+
+def tracing_comparison(*, rounds: int, duration: int) -> None:
+    receiver_port = free_port()
+    receiver = subprocess.Popen(
+        [PYTHON, "-m", "tests.otlp_receiver", "--port", str(receiver_port), "--discard"], cwd=ROOT
+    )
+    stacks = []
+    try:
+        wait_for_port(receiver_port)
+        endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}"}
+        for name, env in TRACING_CONFIGS:
+            stack = Stack(telemetry=True, extra_env=WEB_PROCESS_ONLY | ((endpoint | env) if env else {}))
+            stacks.append((name, stack))
+            stack.start()
+        for _, stack in stacks:
+            wrk(stack.gateway_url, stack.key, connections=8, duration=3)  # warm-up
+        figures: dict[str, list[float]] = {name: [] for name, _ in stacks}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in stacks}
+        for round_number in range(rounds):
+            # Each round starts with another configuration, so none always runs first or last.
+            shift = round_number % len(stacks)
+            for name, stack in stacks[shift:] + stacks[:shift]:
+                before = stack.cpu_seconds()
+                result = wrk(stack.gateway_url, stack.key, connections=32, duration=duration)
+                if result["NON2XX"] or result["SOCKET_ERRORS"]:
+                    raise SystemExit(
+                        f"{name}: {result['NON2XX']:.0f} non-2xx, {result['SOCKET_ERRORS']:.0f} socket errors"
+                    )
+                figures[name].append(result["RPS"])
+                # Spans still queued for export are paid for in this configuration's next round.
+                cpu[name].append((stack.cpu_seconds() - before) / result["REQUESTS"] * 1e6)
+    finally:
+        for _, stack in stacks:
+            stack.stop()
+        receiver.terminate()
+        receiver.wait(timeout=15)
+
+    baseline = statistics.median(figures["tracing off"])
+    cpu_baseline = statistics.median(cpu["tracing off"])
+    print(f"\nThroughput at concurrency 32, {rounds} interleaved rounds of {duration} s")
+    print(
+        f"{'configuration':18} {'req/s, each round':>36} {'median':>9} {'vs off':>8} {'CPU us/req':>11} {'vs off':>8}"
+    )
+    for name, values in figures.items():
+        median = statistics.median(values)
+        rounds_text = " ".join(f"{value:.0f}" for value in values)
+        cost = statistics.median(cpu[name])
+        print(
+            f"{name:18} {rounds_text:>36} {median:9.1f} {(median - baseline) / baseline * 100:+7.1f}%"
+            f" {cost:11.0f} {(cost - cpu_baseline) / cpu_baseline * 100:+7.1f}%"
+        )
+    print("CPU us/req: the gateway process's CPU time (all its threads, span export included) per request.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=300, help="sequential streams for the TTFB figures")
     parser.add_argument("--no-telemetry-comparison", action="store_true")
+    parser.add_argument("--otlp", action="store_true", help="compare tracing off, sampled at 0.1 and always on")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the --otlp comparison")
     args = parser.parse_args()
+    if args.otlp:
+        tracing_comparison(rounds=args.rounds, duration=args.duration)
+        return
 
     stack = Stack(telemetry=True).start()
     try:

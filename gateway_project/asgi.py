@@ -21,6 +21,7 @@ refuse_unsafe_defaults()
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from gateway_project import tracer  # noqa: E402
 from gateway_project.lean_handler import ProxyASGIHandler  # noqa: E402
 from proxy.db import close_db_connections  # noqa: E402
 from proxy.invalidation import listener as invalidation_listener  # noqa: E402
@@ -52,10 +53,14 @@ async def _lifespan(receive, send):
             gc.freeze()
             # Records a stopped or killed process left in the journal go out with this one's.
             await handoff.pipeline.astart()
+            # The tracer (and its export thread) is built before the first request, not by it.
+            tracer.configure()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # A graceful stop (SIGTERM) hands every buffered request record to the queue first.
             await handoff.pipeline.aclose()
+            # After the hand-off, which ends the last requests' spans: those are exported too.
+            tracer.shutdown()
             await invalidation_listener.aclose()
             await close_shared_client()
             close_db_connections()

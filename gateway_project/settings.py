@@ -358,6 +358,58 @@ CELERY_BEAT_SCHEDULE = {
 # /metrics: when a token is set, scrapers must send `Authorization: Bearer <token>`.
 GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
 
+# --- Tracing and logs -------------------------------------------------------------------
+
+# OpenTelemetry's own variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/).
+# Tracing is off until an OTLP endpoint is set; the SDK reads OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT,
+# _COMPRESSION and OTEL_BSP_* itself.
+OTEL_SDK_DISABLED = env.bool("OTEL_SDK_DISABLED", default=False)
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="").strip()
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default="").strip()
+OTEL_EXPORTER_OTLP_PROTOCOL = env.str(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", default=env.str("OTEL_EXPORTER_OTLP_PROTOCOL", default="http/protobuf")
+).strip()
+if OTEL_EXPORTER_OTLP_PROTOCOL not in ("http/protobuf", "grpc"):
+    raise ImproperlyConfigured(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc, got {OTEL_EXPORTER_OTLP_PROTOCOL!r}"
+    )
+# The reference's words (always, never, probability) are parent-based: a caller's sampled
+# traceparent is honoured. OpenTelemetry's own sampler names are accepted as well.
+OTEL_TRACES_SAMPLERS = (
+    "always",
+    "never",
+    "probability",
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+OTEL_TRACES_SAMPLER = env.str("OTEL_TRACES_SAMPLER", default="parentbased_always_on").strip().lower()
+if OTEL_TRACES_SAMPLER not in OTEL_TRACES_SAMPLERS:
+    raise ImproperlyConfigured(
+        f"OTEL_TRACES_SAMPLER must be one of {', '.join(OTEL_TRACES_SAMPLERS)}, got {OTEL_TRACES_SAMPLER!r}"
+    )
+try:
+    OTEL_TRACES_SAMPLER_ARG = float(env.str("OTEL_TRACES_SAMPLER_ARG", default="1.0"))
+except ValueError:
+    OTEL_TRACES_SAMPLER_ARG = -1.0
+if not 0.0 <= OTEL_TRACES_SAMPLER_ARG <= 1.0:
+    raise ImproperlyConfigured(
+        f"OTEL_TRACES_SAMPLER_ARG must be a probability from 0 to 1, got {env.str('OTEL_TRACES_SAMPLER_ARG')!r}"
+    )
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="tollgate").strip() or "tollgate"
+TRACING_ENABLED = bool(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) and not OTEL_SDK_DISABLED
+
+# Application logs as text lines, or as one JSON object per line carrying request_id, trace_id and span_id.
+GATEWAY_LOG_FORMAT = env.str("GATEWAY_LOG_FORMAT", default="text").strip().lower()
+if GATEWAY_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"GATEWAY_LOG_FORMAT must be text or json, got {GATEWAY_LOG_FORMAT!r}")
+if GATEWAY_LOG_FORMAT == "json":
+    LOGGING["formatters"]["json"] = {"()": "gateway_project.logs.JsonFormatter"}
+    LOGGING["handlers"]["console"]["formatter"] = "json"
+
 # Django 6 makes https the default scheme of URL form fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True
 

@@ -15,7 +15,8 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from proxy import auth, catalog
+from gateway_project import logs
+from proxy import auth, catalog, tracing
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
 from proxy.credentials import upstream_credentials
 from proxy.db import run_in_db_thread
@@ -24,7 +25,6 @@ from proxy.providers.adapters import adapter_for
 from proxy.providers.base import Exchange, ProviderAdapter
 from proxy.providers.registry import Dialect
 from proxy.routing import Route, choose_route
-from proxy.tracing import trace_context
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
 
@@ -85,7 +85,9 @@ class ProxyView(APIView):
         self.args, self.kwargs, self.request = args, kwargs, request
         self.headers = {}
         record = RequestRecord(path=request.path, method=request.method)
-        record.trace_id, record.span_id, self.upstream_traceparent = trace_context(request.headers.get("traceparent"))
+        # Tracing: the record's trace ids, its server span when sampled, the traceparent for upstream.
+        self.upstream_traceparent = tracing.request_started(record, request)
+        logs.bind_request(record)
         self.record = record
         try:
             if getattr(request, "over_capacity", False):

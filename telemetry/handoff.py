@@ -102,10 +102,12 @@ class HandoffPipeline:
 
     def submit(self, record: RequestRecord) -> None:
         if not settings.TELEMETRY_ENABLED:
+            _end_trace(record, None)
             return
         if self.journal.pending >= settings.TELEMETRY_LOCAL_BUFFER_MAX:
             metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc()
             logger.error("telemetry: local buffer full, dropped request record %s", record.id)
+            _end_trace(record, None)
             return
         self.journal.append(record)
         self._ensure_flusher()
@@ -203,9 +205,11 @@ class HandoffPipeline:
             except Exception:
                 logger.exception("telemetry: could not build the document for request %s", record.id)
                 metrics.TELEMETRY_RECORDS_DROPPED.labels("unserialisable").inc()
+                _end_trace(record, None)
                 continue
             if observe:  # a replayed record was observed by the process that served it
                 metrics.observe_request(document)
+                _end_trace(record, document)
             documents.append(document)
         return documents
 
@@ -247,6 +251,18 @@ class HandoffPipeline:
         await self.aflush()
         # Price overrides are read from the flush thread; close its database connection with it.
         await self._in_flush_thread(connections.close_all)
+
+
+def _end_trace(record: RequestRecord, document: dict | None) -> None:
+    """End a sampled request's spans (see proxy/tracing.py); tracing never costs a request its record."""
+    trace = record.trace
+    if trace is None:
+        return
+    record.trace = None
+    try:
+        trace.end(record, document)
+    except Exception:
+        logger.exception("tracing: could not end the spans of request %s", record.id)
 
 
 _PUBLISH_MAX = 5000

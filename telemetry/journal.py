@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "lock"
 SUFFIX = ".seg"
-_NAMES = tuple(f.name for f in fields(RequestRecord))
+_NAMES = tuple(f.name for f in fields(RequestRecord) if f.metadata.get("journaled", True))
 _values_of = operator.attrgetter(*_NAMES)
 # A segment names the fields once, in its first line; each record is then an array of values,
 # cheaper to write than an object, and still readable by a version whose record has changed.

@@ -20,13 +20,19 @@ HTTP_REQUESTS = Counter("http_requests", "HTTP requests served", ["method", "pat
 HTTP_REQUEST_DURATION = Histogram(
     "http_request_duration_seconds", "Time to produce the response", ["method", "path"], buckets=LATENCY_BUCKETS
 )
+# Bodies from a few bytes to the default 10 MiB request cap and 50 MiB response cap.
+SIZE_BUCKETS = tuple(4**exponent for exponent in range(3, 14))  # 64 B ... 64 MiB
+HTTP_REQUEST_SIZE = Histogram("http_request_size_bytes", "Request body size", ["method", "path"], buckets=SIZE_BUCKETS)
+HTTP_RESPONSE_SIZE = Histogram(
+    "http_response_size_bytes", "Response body size (a stream's once it ends)", ["method", "path"], buckets=SIZE_BUCKETS
+)
 PROVIDER_REQUESTS = Counter(
     "provider_requests", "Calls to upstream providers", ["provider", "model", "operation", "status"]
 )
 PROVIDER_REQUEST_DURATION = Histogram(
     "provider_request_duration_seconds",
     "Upstream latency until the response (or the whole stream) ended",
-    ["provider", "operation"],
+    ["provider", "model", "operation"],
     buckets=LATENCY_BUCKETS,
 )
 PROVIDER_TOKENS = Counter("provider_tokens", "Tokens used", ["provider", "model", "type"])
@@ -34,6 +40,12 @@ PROVIDER_STREAM_TTFB = Histogram(
     "provider_stream_ttfb_seconds", "Upstream time to first streamed byte", ["provider"], buckets=LATENCY_BUCKETS
 )
 PROVIDER_STREAM_CHUNKS = Counter("provider_stream_chunks", "Streamed chunks relayed", ["provider"])
+PROVIDER_STREAM_DURATION = Histogram(
+    "provider_stream_duration_seconds",
+    "A stream's whole duration, until its last chunk",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+)
 
 TELEMETRY_RECORDS_DROPPED = Counter(
     "telemetry_records_dropped", "Request records dropped because the local buffer was full", ["reason"]
@@ -157,7 +169,7 @@ def observe_request(document: dict) -> None:
     if metadata.get("provider_latency") is not None:
         # A stream's upstream call lasts until its last chunk, which is when the request ends.
         upstream_ms = metadata.get("latency") if metadata.get("stream") else metadata["provider_latency"]
-        _child(PROVIDER_REQUEST_DURATION, provider, operation).observe((upstream_ms or 0) / 1000.0)
+        _child(PROVIDER_REQUEST_DURATION, provider, model, operation).observe((upstream_ms or 0) / 1000.0)
     tokens = metadata.get("tokens") or {}
     if tokens.get("input"):
         _child(PROVIDER_TOKENS, provider, model, "input").inc(tokens["input"])
@@ -166,6 +178,7 @@ def observe_request(document: dict) -> None:
     if metadata.get("stream"):
         if metadata.get("provider_latency") is not None:
             _child(PROVIDER_STREAM_TTFB, provider).observe(metadata["provider_latency"] / 1000.0)
+            _child(PROVIDER_STREAM_DURATION, provider, model).observe((metadata.get("latency") or 0) / 1000.0)
         response = attributes.get("response")
         streamed = response.get("streamed_data") if isinstance(response, dict) else None
         if streamed:

@@ -20,6 +20,38 @@ def _duration_histogram(method: str, route: str):
     return metrics.HTTP_REQUEST_DURATION.labels(method, route)
 
 
+@lru_cache(maxsize=1024)
+def _request_size_histogram(method: str, route: str):
+    return metrics.HTTP_REQUEST_SIZE.labels(method, route)
+
+
+@lru_cache(maxsize=1024)
+def _response_size_histogram(method: str, route: str):
+    return metrics.HTTP_RESPONSE_SIZE.labels(method, route)
+
+
+def _request_size(request) -> int:
+    unread = getattr(request, "unread_body", None)
+    if unread is not None:  # refused before it was read whole: what it declared, or what arrived
+        return unread.size
+    body = getattr(request, "_body", None)  # read already (the proxy's handler reads every body)
+    if body is not None:
+        return len(body)
+    declared = request.META.get("CONTENT_LENGTH")
+    return int(declared) if declared and declared.isdigit() else 0
+
+
+async def _counted(content, histogram):
+    """The stream's parts, unchanged; its size is observed when it ends, however it ends."""
+    size = 0
+    try:
+        async for part in content:
+            size += len(part)
+            yield part
+    finally:
+        histogram.observe(size)
+
+
 def http_metrics_middleware(get_response):
     async def middleware(request):
         started = time.perf_counter()
@@ -27,8 +59,16 @@ def http_metrics_middleware(get_response):
         match = request.resolver_match
         # The route pattern, not the raw path, keeps label cardinality bounded.
         route = match.route if match is not None else "unmatched"
-        _request_counter(request.method, route, response.status_code).inc()
-        _duration_histogram(request.method, route).observe(time.perf_counter() - started)
+        method = request.method
+        _request_counter(method, route, response.status_code).inc()
+        _duration_histogram(method, route).observe(time.perf_counter() - started)
+        _request_size_histogram(method, route).observe(_request_size(request))
+        if not response.streaming:
+            _response_size_histogram(method, route).observe(len(response.content))
+        elif response.is_async:
+            response.streaming_content = _counted(response.streaming_content, _response_size_histogram(method, route))
+        elif response.has_header("content-length"):  # a file, sent by a sync iterator
+            _response_size_histogram(method, route).observe(int(response["content-length"]))
         return response
 
     markcoroutinefunction(middleware)

@@ -55,6 +55,9 @@ class RequestRecord:
     gateway_key_id: int | None = None  # the key's database id, never the key
     trace_id: str | None = None
     span_id: str | None = None
+    # A sampled request's spans (proxy.tracing.RequestTrace), ended by the hand-off once the document is
+    # built; only in the process that served the request, never journaled.
+    trace: object | None = field(default=None, repr=False, compare=False, metadata={"journaled": False})
     # What: the routed provider and the model the client asked for.
     provider: str | None = None
     model: str | None = None

@@ -1,5 +1,6 @@
 """The deployment files: docker-compose, the management command and the metrics endpoint."""
 
+import json
 import os
 import re
 import subprocess
@@ -214,6 +215,31 @@ def test_compose_needs_explicit_secrets_and_keeps_elasticsearch_and_kibana_on_lo
         assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), name
         for service in ("web", "worker", "beat"):
             assert services[service]["environment"][name].startswith("${" + name + ":?"), (service, name)
-    for service in ("elasticsearch", "kibana"):
+    for service in ("elasticsearch", "kibana", "prometheus", "grafana", "jaeger"):
         for port in services[service].get("ports", []):
             assert str(port).startswith("127.0.0.1:"), (service, port)
+
+
+def test_compose_scrapes_the_gateway_shows_the_dashboard_and_collects_its_traces():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8000"]
+    mounted = {volume.split(":")[0]: volume.split(":")[1] for volume in services["prometheus"]["volumes"]}
+    assert mounted["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+
+    grafana = {volume.split(":")[0]: volume.split(":")[1] for volume in services["grafana"]["volumes"]}
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    assert grafana["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "tollgate.yml").read_text())["providers"]
+    assert grafana["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "tollgate.json").read_text())
+    assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {datasource["uid"]}
+
+    # The gateway's processes share one metrics directory, so /metrics shows the export workers too.
+    for name in ("web", "worker", "beat"):
+        assert "prometheus-multiproc:/tmp/prometheus" in services[name]["volumes"]
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("http://jaeger:4318}")

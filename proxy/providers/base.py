@@ -26,7 +26,7 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from httpx_aiohttp import AiohttpTransport
 
-from proxy import streaming
+from proxy import streaming, tracing
 from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
 from proxy.providers.registry import Dialect, ProviderSpec
 
@@ -334,7 +334,9 @@ class ProviderAdapter:
         self.refuse_to_call_gateway()
         exchange = self.exchange
         client = shared_client()
-        headers = self.headers(exchange.client_headers, traceparent=exchange.traceparent)
+        # Tracing: each attempt is a client span, and the traceparent sent upstream names it.
+        traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method)
+        headers = self.headers(exchange.client_headers, traceparent=traceparent or exchange.traceparent)
         if stream:
             # Compressing a stream only delays its events; an upstream that still does is decoded by the relay.
             headers["accept-encoding"] = "identity"
@@ -347,6 +349,7 @@ class ProviderAdapter:
         except httpx.HTTPError as exc:
             raise self.transport_failure(exc, latency_ms=(time.perf_counter() - started) * 1000.0) from None
         response_headers = upstream.headers
+        tracing.attempt_answered(exchange.record, upstream.status_code)
         exchange.record.upstream_answered(
             upstream.status_code,
             response_headers.get("x-request-id") or response_headers.get("request-id"),
@@ -369,6 +372,7 @@ class ProviderAdapter:
             raise self.transport_failure(exc) from None
         finally:
             await upstream.aclose()
+            tracing.attempt_ended(self.exchange.record)
         self.exchange.record.upstream_read((time.perf_counter() - self.started) * 1000.0)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -395,6 +399,7 @@ class ProviderAdapter:
         failure = upstream_failure(exc, provider=self.spec.name, base_url=self.base_url)
         record = self.exchange.record
         record.upstream_failed(failure.code, failure.message, latency_ms)
+        tracing.attempt_ended(record, failure.code)
         logger.warning("Request %s: %s", record.id, failure.message)
         return failure
 

@@ -79,3 +79,40 @@ def test_a_metrics_token_keeps_the_endpoint_private(caller, settings):
 def test_without_a_token_the_endpoint_is_open(caller, settings):
     settings.GATEWAY_METRICS_TOKEN = ""
     assert httpx.get(caller.gateway_url + "/metrics").status_code == 200
+
+
+def _sample(text: str, name: str, **labels) -> float:
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_request_and_response_sizes_count_every_byte_streams_included(caller, published):
+    route = {"method": "POST", "path": "v1/chat/completions"}
+    body = b'{"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    before = scrape(caller)
+    with httpx.Client(timeout=30) as client:
+        plain = client.post(
+            caller.openai_base_url + "/chat/completions",
+            content=body.replace(b'"stream": true', b'"stream": false'),
+            headers={"authorization": f"Bearer {caller.key}", "content-type": "application/json"},
+        )
+        streamed = client.post(
+            caller.openai_base_url + "/chat/completions",
+            content=body,
+            headers={"authorization": f"Bearer {caller.key}", "content-type": "application/json"},
+        )
+    assert plain.status_code == streamed.status_code == 200
+    published.wait_for(streamed.headers["x-request-id"])
+    after = scrape(caller)
+
+    def grew(name):
+        return _sample(after, name, **route) - _sample(before, name, **route)
+
+    assert grew("http_request_size_bytes_count") == grew("http_response_size_bytes_count") == 2
+    assert grew("http_request_size_bytes_sum") == len(body) * 2 + 1  # "false" is a byte longer than "true"
+    assert grew("http_response_size_bytes_sum") == len(plain.content) + len(streamed.content)
+    stream_durations = _sample(after, "provider_stream_duration_seconds_count", provider="openai", model="gpt-4o-mini")
+    assert stream_durations >= 1
