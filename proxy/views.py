@@ -15,6 +15,7 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from budgets import admit_request
 from proxy import auth
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
 from proxy.credentials import upstream_credentials
@@ -83,6 +84,7 @@ class ProxyView(APIView):
     async def dispatch(self, request, *args, **kwargs):
         self.args, self.kwargs, self.request = args, kwargs, request
         self.headers = {}
+        self.admission = None
         record = RequestRecord(path=request.path, method=request.method)
         record.trace_id, record.span_id, self.upstream_traceparent = trace_context(request.headers.get("traceparent"))
         self.record = record
@@ -97,6 +99,8 @@ class ProxyView(APIView):
         except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
         response["x-request-id"] = record.id
+        if self.admission is not None:  # budgets: the rate-limit headers
+            self.admission.add_headers(response)
         if "HTTP_ORIGIN" in request.META:
             # Keys travel in headers, never cookies, so any origin may call and read the answer.
             response["access-control-allow-origin"] = "*"
@@ -204,6 +208,12 @@ class ProxyView(APIView):
         self.record.stream = stream is True
         return payload
 
+    async def admit(self, attribution: auth.Attribution, payload: dict) -> None:
+        """Budgets and rate limits (the budgets app): a 429 here, before the provider is called."""
+        self.admission = await admit_request(
+            record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
+        )
+
     async def route(self, request, model: str) -> Route:
         route = await choose_route(model=model, provider_header=request.headers.get("x-provider"))
         self.record.routed(route)
@@ -255,6 +265,7 @@ class OpenAIRouteView(ProxyView):
         body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
+        await self.admit(attribution, payload)
         adapter = await self.adapter(request, route, attribution)
         return await adapter.forward(self.endpoint, payload, body)
 
@@ -291,6 +302,7 @@ class MessagesView(ProxyView):
                 f"/v1/messages serves Anthropic models; {payload['model']!r} is routed to {route.provider.name}.",
                 code="unsupported_by_provider",
             )
+        await self.admit(attribution, payload)
         adapter = await self.adapter(request, route, attribution)
         return await adapter.forward(self.endpoint, payload, body)
 

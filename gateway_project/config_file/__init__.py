@@ -1,0 +1,1 @@
+"""Config as code: `manage.py gateway_config apply FILE` / `export`."""
