@@ -50,6 +50,60 @@ ADMIT = Script("admit.lua")
 SETTLE = Script("settle.lua")
 
 
+class Batcher:
+    """Runs a script for every caller of one event-loop turn in one pipeline: one round trip, one connection.
+
+    Under load many requests wait on Redis at once; sending their scripts together costs Redis the same
+    work and the gateway far fewer writes, reads and connections than one exchange each.
+    """
+
+    def __init__(self, script: Script):
+        self.script = script
+        self._waiting: list[tuple[list[str], list, asyncio.Future]] = []
+
+    def run(self, client, keys: list[str], args: list) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send, client)
+        self._waiting.append((keys, args, future))
+        return future
+
+    def _send(self, client) -> None:
+        waiting, self._waiting = self._waiting, []
+        asyncio.get_running_loop().create_task(self._exchange(client, waiting))
+
+    async def _exchange(self, client, waiting) -> None:
+        from redis.exceptions import NoScriptError
+
+        try:
+            results = await self._pipeline(client, waiting)
+            if any(isinstance(result, NoScriptError) for result in results):
+                await client.script_load(self.script.source)
+                results = await self._pipeline(client, waiting)
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure, whatever it is
+            for _, _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), result in zip(waiting, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, client, waiting) -> list:
+        pipe = client.pipeline(transaction=False)
+        for keys, args, _ in waiting:
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+
+admit_batcher = Batcher(ADMIT)
+
+
 def key_prefix() -> str:
     return _prefix_for(settings.GATEWAY_LIMITS_REDIS_URL)
 
@@ -75,12 +129,15 @@ class Clients:
             import redis.asyncio as redis
 
             timeout = settings.GATEWAY_LIMITS_REDIS_TIMEOUT
-            self._client = redis.Redis.from_url(
+            # A burst waits for a free connection (up to the timeout) rather than failing at once.
+            pool = redis.BlockingConnectionPool.from_url(
                 settings.GATEWAY_LIMITS_REDIS_URL,
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 max_connections=settings.GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS,
+                timeout=timeout,
             )
+            self._client = redis.Redis(connection_pool=pool)
             self._loop = loop
             self._url = settings.GATEWAY_LIMITS_REDIS_URL
         return self._client

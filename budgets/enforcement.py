@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from budgets import clock, plans, refusals
-from budgets.counters import ADMIT, clients, key_prefix
+from budgets.counters import admit_batcher, clients, key_prefix
 from budgets.periods import period_end, period_label, period_start
 from proxy.db import run_in_db_thread
 from proxy.errors import ErrorFormat, GatewayError
@@ -200,7 +200,7 @@ async def admit(*, record, attribution, payload: dict, error_format: ErrorFormat
     if not settings.GATEWAY_LIMITS_REDIS_URL or outage.down():
         return _without_redis(admission)
     try:
-        result = await ADMIT.run(clients.get(), [check.key for check in checks], _arguments(checks, now))
+        result = await admit_batcher.run(clients.get(), [check.key for check in checks], _arguments(checks, now))
     except (OSError, _redis_errors()) as exc:
         logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
         outage.failed()

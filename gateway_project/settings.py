@@ -200,7 +200,7 @@ if GATEWAY_LIMITS_FAIL_MODE not in ("open", "closed"):
 # How long a request waits on Redis for its limits before the fail mode applies, and how long the
 # gateway then leaves Redis alone before trying again.
 GATEWAY_LIMITS_REDIS_TIMEOUT = _positive(
-    "GATEWAY_LIMITS_REDIS_TIMEOUT", env.float("GATEWAY_LIMITS_REDIS_TIMEOUT", default=0.5)
+    "GATEWAY_LIMITS_REDIS_TIMEOUT", env.float("GATEWAY_LIMITS_REDIS_TIMEOUT", default=2.0)
 )
 GATEWAY_LIMITS_RETRY_SECONDS = _positive(
     "GATEWAY_LIMITS_RETRY_SECONDS", env.float("GATEWAY_LIMITS_RETRY_SECONDS", default=1.0)
