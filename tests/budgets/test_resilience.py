@@ -13,7 +13,7 @@ from budgets import clock, services
 from budgets.counters import key_prefix
 from budgets.models import Scope
 from tests.budgets.conftest import clear_counters, wait_settled
-from tests.budgets.test_enforcement import CHAT, chat
+from tests.budgets.test_enforcement import chat
 from tests.conftest import _free_port
 
 NEW_YEARS_EVE = datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp()
