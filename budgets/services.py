@@ -75,7 +75,7 @@ def _logs_for(budget: Budget, since: datetime):
     return logs
 
 
-def _spent_by_counter(budget: Budget, since: datetime) -> dict[str, Decimal]:
+def spent_by_counter(budget: Budget, since: datetime) -> dict[str, Decimal]:
     """Spend per end user for user budgets ("" for any other budget)."""
     logs = _logs_for(budget, since)
     if budget.scope != Scope.USER:
@@ -109,7 +109,7 @@ def budgets_rebuild(*, org=None) -> list[Rebuilt]:
         (rule,) = rules_of(budget, budget.scope)
         start = period_start(budget.period, at)
         end = period_end(budget.period, start)
-        spent = _spent_by_counter(budget, start)
+        spent = spent_by_counter(budget, start)
         pipe = client.pipeline(transaction=True)
         for user_id, total in spent.items():
             key = counter_key(prefix, rule, user_id or None, period_label(budget.period, start))
