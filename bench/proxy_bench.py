@@ -1,6 +1,7 @@
 """Proxy benchmark: the gateway against the same load sent straight to the upstream.
 
     python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
+    python bench/proxy_bench.py --budget [--rounds 3]   # a budget and two limits on the key, vs none
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -8,6 +9,11 @@ drives load with wrk (plain requests) and an aiohttp client (streams), and
 prints each figure beside the same load sent directly to the upstream.
 Telemetry is handed to the real broker (REDIS_URL, else the embedded one);
 no Celery worker runs during the load, so export work does not share the CPU.
+
+With --budget, two gateways run side by side, one whose key has a budget, a requests-per-minute
+and a tokens-per-minute limit (all far above the load, so every request is admitted, counted in
+Redis and settled), and one without; their runs are interleaved, round after round, so that
+whatever else the machine is doing falls on both. Needs REDIS_URL.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool):
+    def __init__(self, *, telemetry: bool, key_options: tuple[str, ...] = ()):
+        self.key_options = key_options
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
         self.upstream_port = free_port()
         self.gateway_port = free_port()
@@ -84,7 +91,7 @@ class Stack:
             [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
         )
         issued = subprocess.run(
-            [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load"],
+            [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load", *self.key_options],
             cwd=ROOT,
             env=self.env,
             check=True,
@@ -237,12 +244,73 @@ async def concurrent_streams(url, key, count) -> tuple[int, int]:
     return errors, damaged
 
 
+BUDGET_AND_LIMITS = (
+    "--budget-usd",
+    "1000000",
+    "--budget-period",
+    "month",
+    "--rpm",
+    "100000000",
+    "--tpm",
+    "10000000000",
+)
+
+
+def budget_comparison(args) -> None:
+    """The same load on a gateway whose key has a budget and two limits, and on one without, interleaved."""
+    if not os.environ.get("REDIS_URL"):
+        raise SystemExit("--budget needs REDIS_URL: budgets and limits are counted in Redis")
+    plain = Stack(telemetry=True).start()
+    limited = Stack(telemetry=True, key_options=BUDGET_AND_LIMITS).start()
+    runs: dict[str, dict[str, list[float]]] = {"plain": {}, "limited": {}}
+    try:
+        for stack in (plain, limited):
+            wrk(stack.gateway_url, stack.key, connections=8, duration=3)  # warm-up
+        for _ in range(args.rounds):
+            for name, stack in (("plain", plain), ("limited", limited)):
+                c1 = wrk(stack.gateway_url, stack.key, connections=1, duration=args.duration)
+                runs[name].setdefault("p50", []).append(c1["P50_US"] / 1000)
+                runs[name].setdefault("non2xx", []).append(c1["NON2XX"])
+            for name, stack in (("limited", limited), ("plain", plain)):
+                c32 = wrk(stack.gateway_url, stack.key, connections=32, duration=args.duration)
+                runs[name].setdefault("rps", []).append(c32["RPS"])
+                runs[name].setdefault("non2xx", []).append(c32["NON2XX"] + c32["SOCKET_ERRORS"])
+    finally:
+        plain.stop()
+        limited.stop()
+    p50 = {name: statistics.median(run["p50"]) for name, run in runs.items()}
+    rps = {name: statistics.median(run["rps"]) for name, run in runs.items()}
+    print(f"\n{args.rounds} interleaved rounds of {args.duration} s; medians")
+    print(f"{'figure':46} {'no limits':>10} {'limited':>10} {'change':>10}")
+    added = p50["limited"] - p50["plain"]
+    print(
+        f"{'Non-streaming p50 at concurrency 1 (ms)':46} {p50['plain']:10.3f} {p50['limited']:10.3f} {added:+10.3f} ms"
+    )
+    change = (rps["limited"] - rps["plain"]) / rps["plain"] * 100
+    print(f"{'Throughput at concurrency 32 (req/s)':46} {rps['plain']:10.1f} {rps['limited']:10.1f} {change:+9.1f}%")
+    for name in ("plain", "limited"):
+        print(
+            f"{name + ' rounds: p50 ms / req/s':46} "
+            + "  ".join(f"{p:.3f}/{r:.0f}" for p, r in zip(runs[name]["p50"], runs[name]["rps"], strict=True))
+        )
+    print(
+        f"{'Errors (non-2xx, socket)':46} {sum(runs['plain']['non2xx']):10.0f} {sum(runs['limited']['non2xx']):10.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=300, help="sequential streams for the TTFB figures")
     parser.add_argument("--no-telemetry-comparison", action="store_true")
+    parser.add_argument(
+        "--budget", action="store_true", help="compare a key with a budget and two limits to one without"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --budget")
     args = parser.parse_args()
+    if args.budget:
+        budget_comparison(args)
+        return
 
     stack = Stack(telemetry=True).start()
     try:

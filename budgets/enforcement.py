@@ -16,13 +16,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 
 from django.conf import settings
 
 from budgets import clock, plans, refusals
-from budgets.counters import admit_batcher, clients, key_prefix
+from budgets.counters import ADMIT, clients, key_prefix
 from budgets.periods import period_end, period_label, period_start
+from budgets.resp import RedisReplyError
 from proxy.db import run_in_db_thread
 from proxy.errors import ErrorFormat, GatewayError
 from telemetry import pricing
@@ -105,9 +107,23 @@ def declared_output_tokens(payload: dict) -> int | None:
 
 def worst_case_nano(*, provider: str, model: str, at: float, input_tokens: int, output_tokens: int) -> int:
     """The request's highest possible cost in nano-USD; 0 for a model without a known price."""
+    # Prices change by the day at most (and overrides within their 30 s refresh, which clears this cache).
+    return _worst_case_nano(provider, model, int(at // 86400), input_tokens, output_tokens, pricing.overrides_version())
+
+
+@lru_cache(maxsize=4096)
+def _worst_case_nano(provider: str, model: str, day: int, input_tokens: int, output_tokens: int, _version) -> int:
     usage = pricing.TokenUsage(input=input_tokens, output=output_tokens)
-    cost = pricing.request_cost(provider=provider, model=model, at=datetime.fromtimestamp(at, tz=UTC), usage=usage)
+    at = datetime.fromtimestamp(day * 86400, tz=UTC)
+    cost = pricing.request_cost(provider=provider, model=model, at=at, usage=usage)
     return math.ceil(cost * 1e9) if cost else 0
+
+
+@lru_cache(maxsize=64)
+def _period(period: str, day: int) -> tuple[datetime, datetime | None, str]:
+    """Every period starts at a UTC midnight, so a day number names the period holding it."""
+    start = period_start(period, datetime.fromtimestamp(day * 86400, tz=UTC))
+    return start, period_end(period, start), period_label(period, start)
 
 
 def counter_key(prefix: str, rule: plans.Rule, user_id: str | None, suffix: str) -> str:
@@ -119,7 +135,7 @@ def _checks(rules, *, now: float, payload: dict, record, user_id: str | None) ->
     prefix = key_prefix()
     input_tokens = estimated_input_tokens(payload)
     declared = declared_output_tokens(payload)
-    at = datetime.fromtimestamp(now, tz=UTC)
+    day = int(now // 86400)
     cost = None
     checks = []
     for rule in rules:
@@ -133,10 +149,9 @@ def _checks(rules, *, now: float, payload: dict, record, user_id: str | None) ->
                     input_tokens=input_tokens,
                     output_tokens=output,
                 )
-            start = period_start(rule.period, at)
-            end = period_end(rule.period, start)
+            start, end, label = _period(rule.period, day)
             ttl = int(end.timestamp() - now) + _SECONDS_KEPT_AFTER_PERIOD if end else 0
-            key = counter_key(prefix, rule, user_id, period_label(rule.period, start))
+            key = counter_key(prefix, rule, user_id, label)
             checks.append(Check(rule, key, cost, start, ttl, user_id or ""))
         else:
             amount = 1 if rule.kind == "rpm" else input_tokens + (declared or 0)
@@ -200,8 +215,8 @@ async def admit(*, record, attribution, payload: dict, error_format: ErrorFormat
     if not settings.GATEWAY_LIMITS_REDIS_URL or outage.down():
         return _without_redis(admission)
     try:
-        result = await admit_batcher.run(clients.get(), [check.key for check in checks], _arguments(checks, now))
-    except (OSError, _redis_errors()) as exc:
+        result = await ADMIT.run(clients.get(), [check.key for check in checks], _arguments(checks, now))
+    except (OSError, RedisReplyError) as exc:
         logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
         outage.failed()
         return _without_redis(admission)
@@ -229,9 +244,3 @@ def _without_redis(admission: Admission) -> Admission:
         )
     admission.local = True
     return admission
-
-
-def _redis_errors():
-    from redis.exceptions import RedisError
-
-    return RedisError

@@ -17,11 +17,11 @@ import math
 from collections import defaultdict
 
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from budgets import alerts
 from budgets.counters import SETTLE, clients, sync_client
 from budgets.enforcement import Admission, Check, outage
+from budgets.resp import RedisReplyError
 from proxy.db import run_in_db_thread
 from telemetry import pricing
 
@@ -98,7 +98,7 @@ class Settler:
                 continue
             try:
                 claimed = await SETTLE.run(clients.get(), keys, args)
-            except (OSError, RedisError) as exc:  # Redis unreachable: keep the spend for later
+            except (OSError, RedisReplyError) as exc:  # Redis unreachable: keep the spend for later
                 logger.warning("limits: could not settle %d counters (%s); kept for later", len(keys), exc)
                 outage.failed()
                 self._keep(keys, args, checks)

@@ -148,6 +148,11 @@ def _load_overrides() -> None:
     _overrides_loaded_at = time.monotonic()
 
 
+def overrides_version() -> float:
+    """Changes whenever the override table is reloaded: a cache of prices keys on it."""
+    return _overrides_loaded_at
+
+
 def overrides_fresh() -> bool:
     """Whether request_cost would price without reading the database (async callers refresh first)."""
     return time.monotonic() - _overrides_loaded_at < _OVERRIDES_TTL_SECONDS
