@@ -16,8 +16,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.conf import settings
 

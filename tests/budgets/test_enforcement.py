@@ -187,3 +187,62 @@ def test_requests_without_limits_carry_no_rate_limit_headers(caller):
     answer = chat(caller)
     assert answer.status_code == 200
     assert "x-ratelimit-limit-requests" not in answer.headers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_settles_at_its_end_to_the_cost_its_record_holds(caller, published, limits_redis):
+    budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="1")
+    body = CHAT | {"stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream(
+        "POST",
+        caller.openai_base_url + "/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {caller.key}"},
+        timeout=10,
+    ) as streamed:
+        assert streamed.status_code == 200
+        b"".join(streamed.iter_bytes())
+        record_id = streamed.headers["x-request-id"]
+    cost = published.wait_for(record_id)["attributes"]["metadata"]["cost"]
+    wait_settled()
+    counter = budget_counter(limits_redis, budget, month_label())
+    assert counter["reserved"] == 0
+    assert counter["spent"] == pytest.approx(cost * 1e9, abs=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_whose_client_leaves_settles_too(caller, published, limits_redis):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from telemetry.models import PriceOverride
+
+    PriceOverride.objects.create(
+        provider="openai",
+        model="endless-20",
+        valid_from=timezone.now() - timedelta(days=1),
+        input_per_mtok=1000,
+        output_per_mtok=1000,
+    )
+    budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="1")
+    body = CHAT | {"model": "endless-20", "stream": True}
+    with httpx.stream(
+        "POST",
+        caller.openai_base_url + "/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {caller.key}"},
+        timeout=10,
+    ) as streamed:
+        assert streamed.status_code == 200
+        record_id = streamed.headers["x-request-id"]
+        for _ in streamed.iter_bytes():
+            break  # the client leaves after the first bytes
+    document = published.wait_for(record_id, timeout=15)
+    assert document["attributes"]["metadata"]["client_disconnected"] is True
+    wait_settled()
+    counter = budget_counter(limits_redis, budget, month_label())
+    assert counter["reserved"] == 0
+    cost = document["attributes"]["metadata"]["cost"]
+    assert cost > 0  # an estimate: the stream ended before its usage
+    assert counter["spent"] == pytest.approx(cost * 1e9, abs=2)
