@@ -27,14 +27,15 @@ class ConnectionLost(ConnectionError):
 
 
 def encode(args) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = str(arg).encode()
+    """One command in RESP: an array of bulk strings (numbers written in decimal)."""
+    texts = [arg if type(arg) is str else arg.decode() if type(arg) is bytes else str(arg) for arg in args]
+    if all(text.isascii() for text in texts):
+        # One encode for the whole command: an ASCII text's length is its byte length.
+        body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+        return f"*{len(texts)}\r\n{body}".encode()
+    parts = [b"*%d\r\n" % len(texts)]
+    for text in texts:
+        data = text.encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
