@@ -132,6 +132,7 @@ class PipelinedRedis:
         self.username = unquote(parts.username) if parts.username else None
         self.timeout = timeout
         self.waiting: deque[asyncio.Future] = deque()
+        self._outgoing: list[bytes] = []
         self.protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
         self._timer = None
@@ -164,12 +165,23 @@ class PipelinedRedis:
                 self._connecting = None
 
     def _send(self, args) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting.append(future)
-        self.protocol.transport.write(encode(args))
+        if not self._outgoing:
+            # Commands of one event-loop turn leave in one write: a system call (and a wake-up of Redis) each
+            # would cost more than everything else a request asks of Redis.
+            loop.call_soon(self._flush, self.protocol)
+        self._outgoing.append(encode(args))
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._check_timeout, future)
+            self._timer = loop.call_later(self.timeout, self._check_timeout, future)
         return future
+
+    def _flush(self, protocol) -> None:
+        if protocol is not self.protocol:
+            return  # the connection was lost meanwhile: its commands have failed, later ones have their own flush
+        outgoing, self._outgoing = self._outgoing, []
+        protocol.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def _check_timeout(self, oldest) -> None:
         # One timer per connection: the oldest command still waiting after the timeout dooms the connection.
@@ -188,6 +200,7 @@ class PipelinedRedis:
 
     def lost(self, exc: Exception) -> None:
         protocol, self.protocol = self.protocol, None
+        self._outgoing = []
         waiting, self.waiting = self.waiting, deque()
         for future in waiting:
             if not future.done():

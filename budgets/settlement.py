@@ -47,10 +47,12 @@ def _thresholds() -> str:
 
 def settlement_args(record, admission: Admission) -> tuple[list[str], list, list[Check]]:
     """Keys and arguments of settle.lua for one finished request, and the budget check behind each key."""
+    keys, args, checks = [], [], []
+    if all(check.rule.kind == "rpm" for check in admission.checks):
+        return keys, args, checks  # a request is counted when admitted: nothing to settle
     usage, cost = record.billed()
     cost_nano = math.ceil(cost * 1e9) if cost else 0
     tokens = usage.total
-    keys, args, checks = [], [], []
     for check in admission.checks:
         kind = check.rule.kind
         if kind == "budget":
