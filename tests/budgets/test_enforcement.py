@@ -246,3 +246,24 @@ def test_a_stream_whose_client_leaves_settles_too(caller, published, limits_redi
     cost = document["attributes"]["metadata"]["cost"]
     assert cost > 0  # an estimate: the stream ended before its usage
     assert counter["spent"] == pytest.approx(cost * 1e9, abs=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_end_user_has_a_budget_of_their_own(caller, published, limits_redis):
+    first = chat(caller)
+    cost = Decimal(str(published.wait_for(first.headers["x-request-id"])["attributes"]["metadata"]["cost"]))
+    budget = services.budget_set(scope=Scope.USER, org=caller.org, project=caller.project, usd=cost * Decimal("1.5"))
+    services.budget_set(scope=Scope.USER, org=caller.org, project=caller.project, user_id="vip", usd=cost * 3)
+    assert chat(caller, **{"x-user-id": "alice"}).status_code == 200
+    wait_settled()
+    refused = chat(caller, **{"x-user-id": "alice"})
+    assert refused.status_code == 429
+    assert (
+        published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]["limit_refused"] == "user_budget"
+    )
+    assert chat(caller, **{"x-user-id": "bob"}).status_code == 200
+    assert [chat(caller, **{"x-user-id": "vip"}).status_code for _ in range(3)] == [200, 200, 200]
+    wait_settled()
+    assert budget_counter(limits_redis, budget, month_label(), user="alice")["spent"] == pytest.approx(
+        float(cost) * 1e9, abs=2
+    )
