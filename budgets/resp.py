@@ -168,11 +168,15 @@ class PipelinedRedis:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting.append(future)
-        if not self._outgoing:
-            # Commands of one event-loop turn leave in one write: a system call (and a wake-up of Redis) each
-            # would cost more than everything else a request asks of Redis.
-            loop.call_soon(self._flush, self.protocol)
-        self._outgoing.append(encode(args))
+        if len(self.waiting) == 1:
+            # Nothing in flight: no one to wait for, so the command leaves at once.
+            self.protocol.transport.write(encode(args))
+        else:
+            if not self._outgoing:
+                # Otherwise the commands of one event-loop turn leave in one write: a system call (and a
+                # wake-up of Redis) each would cost more than everything else a request asks of Redis.
+                loop.call_soon(self._flush, self.protocol)
+            self._outgoing.append(encode(args))
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._check_timeout, future)
         return future
