@@ -267,3 +267,16 @@ def test_each_end_user_has_a_budget_of_their_own(caller, published, limits_redis
     assert budget_counter(limits_redis, budget, month_label(), user="alice")["spent"] == pytest.approx(
         float(cost) * 1e9, abs=2
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exhausted_budget_refuses_anthropic_routes_in_anthropics_shape(caller, published):
+    services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="0")
+    refused = messages(caller)
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    assert "budget" in body["error"]["message"]
+    assert int(refused.headers["retry-after"]) > 0
+    metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
+    assert (metadata["limit_refused"], metadata["error_type"]) == ("project_budget", "insufficient_quota")
