@@ -76,8 +76,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# `make bench BENCH_FLAGS=--budget`: the same load with and without a budget and two limits on the key.
 bench: install
-	$(BIN)/python bench/proxy_bench.py
+	$(BIN)/python bench/proxy_bench.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf var

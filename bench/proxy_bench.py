@@ -2,6 +2,7 @@
 
     python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
     python bench/proxy_bench.py --otlp [--rounds 3] [--duration 10]
+    python bench/proxy_bench.py --budget [--rounds 3]   # a budget and two limits on the key, vs none
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -14,6 +15,11 @@ With --otlp it measures tracing instead: three gateways (tracing off, sampling p
 always on) export to a local OTLP/HTTP receiver that accepts and discards, and their throughput
 and CPU per request at concurrency 32 are measured in interleaved rounds, so a busy shared machine
 affects all three alike. Their records are built but then dropped, not published (no broker).
+
+With --budget, two gateways run side by side, one whose key has a budget, a requests-per-minute
+and a tokens-per-minute limit (all far above the load, so every request is admitted, counted in
+Redis and settled), and one without; their runs are interleaved, round after round, so that
+whatever else the machine is doing falls on both. Needs REDIS_URL.
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool, extra_env: dict[str, str] | None = None):
+    def __init__(self, *, telemetry: bool, extra_env: dict[str, str] | None = None, key_options: tuple[str, ...] = ()):
+        self.key_options = key_options
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
         self.upstream_port = free_port()
         self.gateway_port = free_port()
@@ -103,7 +110,7 @@ class Stack:
             [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
         )
         issued = subprocess.run(
-            [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load"],
+            [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load", *self.key_options],
             cwd=ROOT,
             env=self.env,
             check=True,
@@ -326,16 +333,76 @@ def tracing_comparison(*, rounds: int, duration: int) -> None:
     print("CPU us/req: the gateway process's CPU time (all its threads, span export included) per request.")
 
 
+BUDGET_AND_LIMITS = (
+    "--budget-usd",
+    "1000000",
+    "--budget-period",
+    "month",
+    "--rpm",
+    "100000000",
+    "--tpm",
+    "10000000000",
+)
+
+
+def budget_comparison(args) -> None:
+    """The same load on a gateway whose key has a budget and two limits, and on one without, interleaved."""
+    if not os.environ.get("REDIS_URL"):
+        raise SystemExit("--budget needs REDIS_URL: budgets and limits are counted in Redis")
+    plain = Stack(telemetry=True).start()
+    limited = Stack(telemetry=True, key_options=BUDGET_AND_LIMITS).start()
+    runs: dict[str, dict[str, list[float]]] = {"plain": {}, "limited": {}}
+    try:
+        for stack in (plain, limited):
+            wrk(stack.gateway_url, stack.key, connections=8, duration=3)  # warm-up
+        for _ in range(args.rounds):
+            for name, stack in (("plain", plain), ("limited", limited)):
+                c1 = wrk(stack.gateway_url, stack.key, connections=1, duration=args.duration)
+                runs[name].setdefault("p50", []).append(c1["P50_US"] / 1000)
+                runs[name].setdefault("non2xx", []).append(c1["NON2XX"])
+            for name, stack in (("limited", limited), ("plain", plain)):
+                c32 = wrk(stack.gateway_url, stack.key, connections=32, duration=args.duration)
+                runs[name].setdefault("rps", []).append(c32["RPS"])
+                runs[name].setdefault("non2xx", []).append(c32["NON2XX"] + c32["SOCKET_ERRORS"])
+    finally:
+        plain.stop()
+        limited.stop()
+    p50 = {name: statistics.median(run["p50"]) for name, run in runs.items()}
+    rps = {name: statistics.median(run["rps"]) for name, run in runs.items()}
+    print(f"\n{args.rounds} interleaved rounds of {args.duration} s; medians")
+    print(f"{'figure':46} {'no limits':>10} {'limited':>10} {'change':>10}")
+    added = p50["limited"] - p50["plain"]
+    print(
+        f"{'Non-streaming p50 at concurrency 1 (ms)':46} {p50['plain']:10.3f} {p50['limited']:10.3f} {added:+10.3f} ms"
+    )
+    change = (rps["limited"] - rps["plain"]) / rps["plain"] * 100
+    print(f"{'Throughput at concurrency 32 (req/s)':46} {rps['plain']:10.1f} {rps['limited']:10.1f} {change:+9.1f}%")
+    for name in ("plain", "limited"):
+        print(
+            f"{name + ' rounds: p50 ms / req/s':46} "
+            + "  ".join(f"{p:.3f}/{r:.0f}" for p, r in zip(runs[name]["p50"], runs[name]["rps"], strict=True))
+        )
+    print(
+        f"{'Errors (non-2xx, socket)':46} {sum(runs['plain']['non2xx']):10.0f} {sum(runs['limited']['non2xx']):10.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=300, help="sequential streams for the TTFB figures")
     parser.add_argument("--no-telemetry-comparison", action="store_true")
     parser.add_argument("--otlp", action="store_true", help="compare tracing off, sampled at 0.1 and always on")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the --otlp comparison")
+    parser.add_argument(
+        "--budget", action="store_true", help="compare a key with a budget and two limits to one without"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the --otlp or --budget comparison")
     args = parser.parse_args()
     if args.otlp:
         tracing_comparison(rounds=args.rounds, duration=args.duration)
+        return
+    if args.budget:
+        budget_comparison(args)
         return
 
     stack = Stack(telemetry=True).start()

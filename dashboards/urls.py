@@ -1,5 +1,6 @@
 from django.urls import path
 
+from budgets import views as budget_views
 from dashboards import views
 
 app_name = "dashboards"
@@ -15,6 +16,7 @@ urlpatterns = [
     # End-user ids are whatever callers send, slashes included, hence <path:>; the export comes first.
     path("orgs/<slug:org_slug>/users/<path:user_id>/export.csv", views.user_export, name="user_export"),
     path("orgs/<slug:org_slug>/users/<path:user_id>/", views.user_dashboard, name="user"),
+    path("orgs/<slug:org_slug>/budgets/", budget_views.org_budgets, name="budgets"),
     path("orgs/<slug:org_slug>/logs/", views.log_explorer, name="logs"),
     path("orgs/<slug:org_slug>/logs/<str:log_id>/", views.log_detail, name="log_detail"),
     path("orgs/<slug:org_slug>/sessions/", views.session_list, name="sessions"),

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "proxy",
     "telemetry",
     "dashboards",
+    "budgets",
 ]
 
 # The proxy routes are served by a lean handler with PROXY_MIDDLEWARE only
@@ -189,6 +190,52 @@ GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")
 # Fernet key for provider credentials at rest; derived from SECRET_KEY when unset.
 GATEWAY_ENCRYPTION_KEY = env.str("GATEWAY_ENCRYPTION_KEY", default="")
 AZURE_API_VERSION = env.str("AZURE_API_VERSION", default="2024-10-21")
+
+# --- Budgets and rate limits ------------------------------------------------------
+
+# SQLite (the embedded mode) cannot make a budget's or limit's target unique where some of its fields
+# are empty; the services look a target up before writing it, so one target keeps one row all the same.
+SILENCED_SYSTEM_CHECKS = ["models.W047"]
+# The Redis holding the counters (REDIS_URL unless set). Without one, nothing is enforced.
+GATEWAY_LIMITS_REDIS_URL = env.str("GATEWAY_LIMITS_REDIS_URL", default="") or REDIS_URL
+# Redis unreachable: "open" serves requests and adds their spend once it is back; "closed" answers 503.
+GATEWAY_LIMITS_FAIL_MODE = env.str("GATEWAY_LIMITS_FAIL_MODE", default="open")
+if GATEWAY_LIMITS_FAIL_MODE not in ("open", "closed"):
+    raise ImproperlyConfigured(f"GATEWAY_LIMITS_FAIL_MODE must be open or closed, got {GATEWAY_LIMITS_FAIL_MODE!r}")
+# How long a request waits on Redis for its limits before the fail mode applies, and how long the
+# gateway then leaves Redis alone before trying again.
+GATEWAY_LIMITS_REDIS_TIMEOUT = _positive(
+    "GATEWAY_LIMITS_REDIS_TIMEOUT", env.float("GATEWAY_LIMITS_REDIS_TIMEOUT", default=2.0)
+)
+GATEWAY_LIMITS_RETRY_SECONDS = _positive(
+    "GATEWAY_LIMITS_RETRY_SECONDS", env.float("GATEWAY_LIMITS_RETRY_SECONDS", default=1.0)
+)
+GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS = _positive(
+    "GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS", env.int("GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS", default=64)
+)
+# Finished requests are settled in one Redis call per this many seconds, off the requests' path.
+GATEWAY_LIMITS_SETTLE_INTERVAL = _positive(
+    "GATEWAY_LIMITS_SETTLE_INTERVAL", env.float("GATEWAY_LIMITS_SETTLE_INTERVAL", default=0.01)
+)
+# The output tokens a budget reserves for a request that sets no max_tokens.
+GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS = _positive(
+    "GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS", env.int("GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS", default=4096)
+)
+# Percentages of a budget whose crossing sends an alert, once per period.
+GATEWAY_BUDGET_ALERT_THRESHOLDS = sorted(
+    _positive("GATEWAY_BUDGET_ALERT_THRESHOLDS", int(value))
+    for value in env.list("GATEWAY_BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"])
+)
+GATEWAY_BUDGET_ALERT_WEBHOOK_URL = env.str("GATEWAY_BUDGET_ALERT_WEBHOOK_URL", default="")
+# Signs each webhook body: header x-tollgate-signature: sha256=<HMAC-SHA256 of the body, hex>.
+GATEWAY_BUDGET_ALERT_WEBHOOK_SECRET = env.str("GATEWAY_BUDGET_ALERT_WEBHOOK_SECRET", default="")
+# Alert emails go to the org's owners and to these addresses.
+GATEWAY_BUDGET_ALERT_EMAILS = env.list("GATEWAY_BUDGET_ALERT_EMAILS", default=[])
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "emails"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tollgate@localhost")
 
 # --- Telemetry -----------------------------------------------------------------
 

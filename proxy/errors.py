@@ -25,6 +25,8 @@ _KINDS = {
     "method_not_allowed": (405, "invalid_request_error", "invalid_request_error"),
     "request_timeout": (408, "invalid_request_error", "timeout_error"),
     "request_too_large": (413, "invalid_request_error", "request_too_large"),
+    "rate_limited": (429, "requests", "rate_limit_error"),
+    "insufficient_quota": (429, "insufficient_quota", "rate_limit_error"),
     "bad_gateway": (502, "api_error", "api_error"),
     "overloaded": (503, "server_error", "overloaded_error"),
     "gateway_timeout": (504, "timeout_error", "timeout_error"),
@@ -35,12 +37,16 @@ _KINDS = {
 class GatewayError(Exception):
     """An error the gateway answers itself. `code` names the cause and is what the request log records."""
 
-    def __init__(self, message: str, *, kind: str, code: str, param: str | None = None):
+    def __init__(
+        self, message: str, *, kind: str, code: str, param: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.kind = kind
         self.code = code
         self.param = param
+        # Sent with the error response (a 429's retry-after and rate-limit headers).
+        self.headers = headers
 
     @property
     def status(self) -> int:
@@ -65,7 +71,7 @@ def json_response(body: dict, *, status: int, headers: dict | None = None) -> Ht
 
 
 def render_error(error: GatewayError, error_format: ErrorFormat) -> HttpResponse:
-    return json_response(error.body(error_format), status=error.status)
+    return json_response(error.body(error_format), status=error.status, headers=error.headers)
 
 
 def provider_exception_handler(exc, context):

@@ -15,6 +15,7 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from budgets import admit_request
 from gateway_project import logs
 from proxy import auth, catalog, tracing
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
@@ -84,6 +85,7 @@ class ProxyView(APIView):
     async def dispatch(self, request, *args, **kwargs):
         self.args, self.kwargs, self.request = args, kwargs, request
         self.headers = {}
+        self.admission = None
         record = RequestRecord(path=request.path, method=request.method)
         # Tracing: the record's trace ids, its server span when sampled, the traceparent for upstream.
         self.upstream_traceparent = tracing.request_started(record, request)
@@ -100,6 +102,8 @@ class ProxyView(APIView):
         except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
         response["x-request-id"] = record.id
+        if self.admission is not None:  # budgets: the rate-limit headers
+            self.admission.add_headers(response)
         if "HTTP_ORIGIN" in request.META:
             # Keys travel in headers, never cookies, so any origin may call and read the answer.
             response["access-control-allow-origin"] = "*"
@@ -207,6 +211,12 @@ class ProxyView(APIView):
         self.record.stream = stream is True
         return payload
 
+    async def admit(self, attribution: auth.Attribution, payload: dict) -> None:
+        """Budgets and rate limits (the budgets app): a 429 here, before the provider is called."""
+        self.admission = await admit_request(
+            record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
+        )
+
     async def route(self, request, model: str) -> Route:
         route = await choose_route(model=model, provider_header=request.headers.get("x-provider"))
         self.record.routed(route)
@@ -258,6 +268,7 @@ class OpenAIRouteView(ProxyView):
         body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
+        await self.admit(attribution, payload)
         adapter = await self.adapter(request, route, attribution)
         return await adapter.forward(self.endpoint, payload, body)
 
@@ -290,6 +301,7 @@ class MessagesView(ProxyView):
         body = self.read_body(request)
         payload = self.parse_payload(body)
         route = await self.route(request, payload["model"])
+        await self.admit(attribution, payload)
         adapter = await self.adapter(request, route, attribution)
         return await adapter.forward(self.endpoint, payload, body)
 

@@ -68,6 +68,15 @@ class MemoryPublisher:
         type(self).published.extend(documents)
 
 
+# Called with every finished record as it is submitted, telemetry on or off (budgets settle by them).
+_finished_listeners: list = []
+
+
+def on_record_finished(listener) -> None:
+    """Call `listener(record)` for every finished record, on the submitting thread; it must be quick."""
+    _finished_listeners.append(listener)
+
+
 class HandoffPipeline:
     # How often a running process looks for segments of processes that died meanwhile (a sibling worker).
     TAKE_OVER_EVERY = 10.0
@@ -101,6 +110,11 @@ class HandoffPipeline:
         return bool(self.journal.pending or self._shipping)
 
     def submit(self, record: RequestRecord) -> None:
+        for listener in _finished_listeners:
+            try:
+                listener(record)
+            except Exception:  # a listener's failure must never cost the record
+                logger.exception("telemetry: a finished-record listener failed for %s", record.id)
         if not settings.TELEMETRY_ENABLED:
             _end_trace(record, None)
             return

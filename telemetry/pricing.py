@@ -148,6 +148,21 @@ def _load_overrides() -> None:
     _overrides_loaded_at = time.monotonic()
 
 
+def overrides_version() -> float:
+    """Changes whenever the override table is reloaded: a cache of prices keys on it."""
+    return _overrides_loaded_at
+
+
+def overrides_fresh() -> bool:
+    """Whether request_cost would price without reading the database (async callers refresh first)."""
+    return time.monotonic() - _overrides_loaded_at < _OVERRIDES_TTL_SECONDS
+
+
+def refresh_overrides() -> None:
+    """Load the override table if it is due; for async callers, from a thread, before request_cost."""
+    _load_overrides()
+
+
 def invalidate_overrides() -> None:
     global _overrides_loaded_at
     _overrides_loaded_at = float("-inf")

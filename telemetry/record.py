@@ -92,6 +92,8 @@ class RequestRecord:
     ttfb_ms: float | None = None
     latency_ms: float | None = None
     provider_latency_ms: float | None = None
+    # The limit or budget that refused the request ("project_budget", "key_rpm"), if one did.
+    limit_refused: str | None = None
 
     # --- Filled by the proxy, step by step --------------------------------------
 
@@ -156,6 +158,10 @@ class RequestRecord:
         """The gateway answered with an error of its own."""
         self.error_type = error_type
         self.response_body = body
+
+    def limit_refused_by(self, limit: str) -> None:
+        """A rate limit or budget refused the request (a 429 from the gateway itself)."""
+        self.limit_refused = limit
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_perf) * 1000.0
@@ -274,10 +280,38 @@ class RequestRecord:
                     "usage_estimated": usage_estimated,
                     "error_message": self.error_message,
                     "gateway_key_id": self.gateway_key_id,
+                    "limit_refused": self.limit_refused,
                 },
             },
         }
         return storable.storable(document, max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
+
+    def billed(self) -> tuple[pricing.TokenUsage, float | None]:
+        """The usage and USD cost the document will record, worked out without building it (budgets settle by it)."""
+        from telemetry.streams import accumulate_stream
+
+        reported = None
+        if self.stream_events is not None:
+            _, response, reported, _ = accumulate_stream(self.stream_dialect, self.stream_events)
+            if self.response_body is None and self.input_tokens is None and not reported and self.usage is None:
+                request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
+                estimated = self._estimated_usage(request, response)
+                if estimated is not None:
+                    usage = pricing.TokenUsage(input=estimated[0], output=estimated[1])
+                    return usage, self._cost(usage)
+        else:
+            response = self.response_json if self.response_json is not None else _decode_body(self.response_body)
+            if isinstance(response, dict):
+                reported = response.get("usage")
+        usage = self._token_usage(reported)
+        return usage, self._cost(usage)
+
+    def _cost(self, usage: pricing.TokenUsage) -> float | None:
+        priced_model = self.upstream_model or self.model
+        if not (self.provider and priced_model):
+            return None
+        at = datetime.fromtimestamp(self.started_at, tz=UTC)
+        return pricing.request_cost(provider=self.provider, model=priced_model, at=at, usage=usage)
 
     def _token_usage(self, reported) -> pricing.TokenUsage:
         """Counts from the provider's usage object, read as genai-prices reads it."""

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class BudgetsConfig(AppConfig):
+    name = "budgets"
+    verbose_name = "Budgets and rate limits"
+
+    def ready(self):
+        from budgets import config_sections, settlement, signals  # noqa: F401 - signals connects the receivers
+        from telemetry import handoff
+
+        handoff.on_record_finished(settlement.record_finished)
+        config_sections.register()

@@ -1,0 +1,73 @@
+"""Refusals and rate-limit headers in the calling route's format (OpenAI's or Anthropic's)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from proxy.errors import ErrorFormat, GatewayError
+
+_WHAT = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "budget"}
+
+
+class LimitRefused(GatewayError):
+    """A 429 from a limit or budget; `limit` names it ("project_budget", "key_rpm") in the record."""
+
+    def __init__(self, message: str, *, limit: str, kind: str, retry_after_ms: int, headers: dict[str, str]):
+        budget = kind == "budget"
+        super().__init__(
+            message,
+            kind="insufficient_quota" if budget else "rate_limited",
+            code="insufficient_quota" if budget else "rate_limit_exceeded",
+            headers={**headers, "retry-after": str(max(1, math.ceil(retry_after_ms / 1000)))},
+        )
+        self.limit = limit
+        self.limit_kind = kind
+
+    def body(self, error_format: ErrorFormat) -> dict:
+        body = super().body(error_format)
+        if error_format is ErrorFormat.OPENAI and self.limit_kind == "tpm":
+            body["error"]["type"] = "tokens"  # OpenAI's type for a tokens-per-minute refusal
+        return body
+
+
+def refusal(*, rule_name: str, kind: str, limit: int, retry_after_ms: int, headers: dict[str, str]) -> LimitRefused:
+    scope = rule_name.rsplit("_", 1)[0].replace("_", " ")
+    if kind == "budget":
+        message = (
+            f"This request could exceed the {scope} budget of ${limit / 1e9:.2f}. "
+            "It resets with its period; ask an admin to raise it."
+        )
+    else:
+        message = f"Rate limit reached: the {scope} limit of {limit} {_WHAT[kind]}. Retry after the retry-after header."
+    return LimitRefused(message, limit=rule_name, kind=kind, retry_after_ms=retry_after_ms, headers=headers)
+
+
+def openai_duration(ms: int) -> str:
+    """OpenAI's reset format: "1s", "6m0s", "20ms"."""
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{seconds:.3g}s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def rate_headers(windows: dict[str, tuple[int, int, int]], error_format: ErrorFormat, now: float) -> dict[str, str]:
+    """Headers for the tightest requests and tokens windows: kind -> (limit, remaining, reset ms)."""
+    headers = {}
+    for kind, (openai_name, anthropic_name) in (("rpm", ("requests", "requests")), ("tpm", ("tokens", "tokens"))):
+        if kind not in windows:
+            continue
+        limit, remaining, reset_ms = windows[kind]
+        remaining = max(remaining, 0)
+        if error_format is ErrorFormat.ANTHROPIC:
+            reset = datetime.fromtimestamp(now + reset_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+            headers[f"anthropic-ratelimit-{anthropic_name}-limit"] = str(limit)
+            headers[f"anthropic-ratelimit-{anthropic_name}-remaining"] = str(remaining)
+            headers[f"anthropic-ratelimit-{anthropic_name}-reset"] = reset.replace("+00:00", "Z")
+        else:
+            headers[f"x-ratelimit-limit-{openai_name}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{openai_name}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{openai_name}"] = openai_duration(reset_ms)
+    return headers

@@ -1,0 +1,219 @@
+"""A small pipelining Redis client for the hot path: one connection per event loop, replies in order.
+
+redis-py's asyncio client spends far more time per command than Redis does (pool checkout, a
+timeout context and a parser per call). Admission needs one command per request and nothing
+else: the command is written as soon as it is asked for, behind whatever is in flight on the
+same connection, and its reply resolves its future when it arrives. Concurrent requests thus
+share a connection and its round trips. Speaks RESP2, enough for EVALSHA and SCRIPT LOAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from urllib.parse import unquote, urlsplit
+
+
+class RedisReplyError(Exception):
+    """An error reply (`-ERR ...`, `-NOSCRIPT ...`)."""
+
+    @property
+    def noscript(self) -> bool:
+        return str(self).startswith("NOSCRIPT")
+
+
+class ConnectionLost(ConnectionError):
+    pass
+
+
+def encode(args) -> bytes:
+    """One command in RESP: an array of bulk strings (numbers written in decimal)."""
+    texts = [arg if type(arg) is str else arg.decode() if type(arg) is bytes else str(arg) for arg in args]
+    if all(text.isascii() for text in texts):
+        # One encode for the whole command: an ASCII text's length is its byte length.
+        body = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+        return f"*{len(texts)}\r\n{body}".encode()
+    parts = [b"*%d\r\n" % len(texts)]
+    for text in texts:
+        data = text.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Parser:
+    """Incremental RESP2 reply parser: feed bytes, take complete replies."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.position = 0
+
+    def feed(self, data: bytes) -> None:
+        if self.position:
+            del self.buffer[: self.position]
+            self.position = 0
+        self.buffer += data
+
+    def replies(self):
+        while True:
+            start = self.position
+            try:
+                reply, self.position = self._parse(self.position)
+            except IndexError:  # incomplete
+                self.position = start
+                return
+            yield reply
+
+    def _parse(self, at: int):
+        buffer = self.buffer
+        end = buffer.find(b"\r\n", at)
+        if end < 0:
+            raise IndexError
+        kind, line = buffer[at], bytes(buffer[at + 1 : end])
+        at = end + 2
+        if kind == 58:  # ':'
+            return int(line), at
+        if kind == 43:  # '+'
+            return line.decode(), at
+        if kind == 45:  # '-'
+            return RedisReplyError(line.decode()), at
+        if kind == 36:  # '$'
+            size = int(line)
+            if size < 0:
+                return None, at
+            if len(buffer) < at + size + 2:
+                raise IndexError
+            return bytes(buffer[at : at + size]), at + size + 2
+        if kind == 42:  # '*'
+            count = int(line)
+            if count < 0:
+                return None, at
+            items = []
+            for _ in range(count):
+                item, at = self._parse(at)
+                items.append(item)
+            return items, at
+        raise ConnectionLost(f"unreadable reply from Redis: {bytes(buffer[at - len(line) - 3 : at])!r}")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: PipelinedRedis):
+        self.client = client
+        self.parser = _Parser()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.parser.feed(data)
+        waiting = self.client.waiting
+        try:
+            for reply in self.parser.replies():
+                future = waiting.popleft()
+                if not future.done():
+                    if isinstance(reply, RedisReplyError):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        except (ConnectionLost, IndexError) as exc:
+            self.client.lost(ConnectionLost(str(exc)))
+
+    def connection_lost(self, exc):
+        self.client.lost(ConnectionLost(f"Redis closed the connection: {exc}"))
+
+
+class PipelinedRedis:
+    def __init__(self, url: str, *, timeout: float):
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.database = int(parts.path.strip("/") or 0)
+        self.password = unquote(parts.password) if parts.password else None
+        self.username = unquote(parts.username) if parts.username else None
+        self.timeout = timeout
+        self.waiting: deque[asyncio.Future] = deque()
+        self._outgoing: list[bytes] = []
+        self.protocol: _Protocol | None = None
+        self._connecting: asyncio.Future | None = None
+        self._timer = None
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.timeout):
+            _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+        setup = []
+        if self.password is not None:
+            setup.append(["AUTH", self.username, self.password] if self.username else ["AUTH", self.password])
+        if self.database:
+            setup.append(["SELECT", self.database])
+        # Written before anyone else's command, so that every command runs in the chosen database.
+        self.protocol = protocol
+        replies = [self._send(command) for command in setup]
+        for reply in replies:
+            await reply
+        return protocol
+
+    async def _ensure(self) -> _Protocol:
+        if self.protocol is not None:
+            return self.protocol
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    def _send(self, args) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append(future)
+        if len(self.waiting) == 1:
+            # Nothing in flight: no one to wait for, so the command leaves at once.
+            self.protocol.transport.write(encode(args))
+        else:
+            if not self._outgoing:
+                # Otherwise the commands of one event-loop turn leave in one write: a system call (and a
+                # wake-up of Redis) each would cost more than everything else a request asks of Redis.
+                loop.call_soon(self._flush, self.protocol)
+            self._outgoing.append(encode(args))
+        if self._timer is None:
+            self._timer = loop.call_later(self.timeout, self._check_timeout, future)
+        return future
+
+    def _flush(self, protocol) -> None:
+        if protocol is not self.protocol:
+            return  # the connection was lost meanwhile: its commands have failed, later ones have their own flush
+        outgoing, self._outgoing = self._outgoing, []
+        protocol.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
+
+    def _check_timeout(self, oldest) -> None:
+        # One timer per connection: the oldest command still waiting after the timeout dooms the connection.
+        self._timer = None
+        if not self.waiting:
+            return
+        if self.waiting[0] is oldest:
+            self.lost(TimeoutError(f"Redis did not answer within {self.timeout:g} s"))
+            return
+        self._timer = asyncio.get_running_loop().call_later(self.timeout, self._check_timeout, self.waiting[0])
+
+    async def execute(self, *args):
+        if self.protocol is None:
+            await self._ensure()
+        return await self._send(args)
+
+    def lost(self, exc: Exception) -> None:
+        protocol, self.protocol = self.protocol, None
+        self._outgoing = []
+        waiting, self.waiting = self.waiting, deque()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+    def close(self) -> None:
+        self.lost(ConnectionLost("closed"))

@@ -1,0 +1,169 @@
+"""Budgets and limits hold exactly under concurrent requests served by two uvicorn worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+from budgets import services
+from budgets.counters import key_prefix
+from budgets.models import Scope
+from proxy import services as proxy_services
+from tests.budgets.file_publisher import read_published
+from tests.conftest import _free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = "Say hello in few words."  # 23 characters: 6 input tokens billed, 6 estimated
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 20}
+
+
+@pytest.fixture
+def test_database_url(django_db_setup) -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("two gateway processes share a database only on PostgreSQL (set DATABASE_URL)")
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def two_workers(test_database_url, tmp_path, provider_server):
+    """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis."""
+    port = _free_port()
+    published = tmp_path / "published"
+    published.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "GATEWAY_VAR_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": provider_server.url + "/v1",
+        "OPENAI_API_KEY": "sk-test",
+        "TELEMETRY_PUBLISHER": "tests.budgets.file_publisher.FilePublisher",
+        "TEST_PUBLISHED_DIR": str(published),
+        "WEB_CONCURRENCY": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
+        "--port", str(port), "--workers", "2", "--no-access-log",
+    ]  # fmt: skip
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.1)
+    yield url, published
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+async def _burst(url: str, key: str, count: int, project: str) -> list[httpx.Response]:
+    headers = {"authorization": f"Bearer {key}", "x-project-id": project}
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        return await asyncio.gather(
+            *(client.post(url + "/v1/chat/completions", json=CHAT, headers=headers) for _ in range(count))
+        )
+
+
+def burst(url: str, key: str, count: int, project: str = "search") -> list[httpx.Response]:
+    return asyncio.run(_burst(url, key, count, project))
+
+
+def wait_for_documents(directory: Path, count: int, timeout: float = 30) -> dict[str, list[dict]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        by_process = read_published(directory)
+        if sum(len(documents) for documents in by_process.values()) >= count:
+            return by_process
+        assert time.monotonic() < deadline, f"only {sum(map(len, by_process.values()))} of {count} records arrived"
+        time.sleep(0.1)
+
+
+def one_request_cost() -> Decimal:
+    from datetime import UTC, datetime
+
+    from telemetry import pricing
+
+    usage = pricing.TokenUsage(input=6, output=20)
+    return Decimal(str(pricing.request_cost(provider="openai", model="gpt-4o-mini", at=datetime.now(UTC), usage=usage)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_concurrent_requests_never_overspend_a_project_budget_that_fits_40(two_workers, limits_redis):
+    url, published = two_workers
+    org = proxy_services.organisation_get_or_create(slug="acme")
+    project = proxy_services.project_get_or_create(org=org, slug="search")
+    key = proxy_services.gateway_key_issue(org=org).plaintext
+    cost = one_request_cost()
+    budget = services.budget_set(scope=Scope.PROJECT, org=org, project=project, usd=cost * Decimal("40.5"))
+
+    answers = burst(url, key, 200)
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 40, statuses
+    assert statuses.count(429) == 160
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    by_process = wait_for_documents(published, 200)
+    assert len(by_process) == 2, "both worker processes served requests"
+    documents = [document for documents in by_process.values() for document in documents]
+    spent = sum(Decimal(str(d["attributes"]["metadata"]["cost"] or 0)) for d in documents)
+    assert spent <= budget.amount_usd
+    assert budget.amount_usd - spent < cost, "no more than one request's worth is left unused"
+    refusals = [d["attributes"]["metadata"]["limit_refused"] for d in documents]
+    assert refusals.count("project_budget") == 160
+    # Redis holds what the records say, and no reservation is left once all are settled.
+    deadline = time.monotonic() + 10
+    label = time.strftime("%Y%m01", time.gmtime())
+    while True:
+        counter = limits_redis.hgetall(f"{key_prefix()}:budget:{budget.pk}:{label}")
+        if int(counter[b"reserved"]) == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert int(counter[b"reserved"]) == 0
+    assert int(counter[b"spent"]) == pytest.approx(float(spent) * 1e9, abs=40)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_three_times_rpm_requests_at_once_admit_exactly_rpm(two_workers):
+    url, published = two_workers
+    org = proxy_services.organisation_get_or_create(slug="acme")
+    proxy_services.project_get_or_create(org=org, slug="search")
+    key = proxy_services.gateway_key_issue(org=org).plaintext
+    services.rate_limit_set(scope=Scope.ORG, org=org, rpm=50)
+
+    answers = burst(url, key, 150)
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 50, statuses
+    assert statuses.count(429) == 100
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1
+    remaining = sorted(int(a.headers["x-ratelimit-remaining-requests"]) for a in answers if a.status_code == 200)
+    assert remaining == list(range(50))
+    by_process = wait_for_documents(published, 150)
+    assert len(by_process) == 2, "both worker processes served requests"

@@ -1,0 +1,129 @@
+"""Period rollover (a frozen clock), Redis down (fail open and fail closed), counters rebuilt from the logs."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from budgets import clock, services
+from budgets.counters import key_prefix
+from budgets.models import Scope
+from tests.budgets.conftest import clear_counters, wait_settled
+from tests.budgets.test_enforcement import chat
+from tests.conftest import _free_port
+
+NEW_YEARS_EVE = datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp()
+
+
+def request_cost(caller, published) -> float:
+    answer = chat(caller)
+    assert answer.status_code == 200
+    return published.wait_for(answer.headers["x-request-id"])["attributes"]["metadata"]["cost"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_daily_budget_rolls_over_at_midnight_utc(caller, published, monkeypatch):
+    cost = request_cost(caller, published)
+    services.budget_set(
+        scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal(str(cost)) * 2, period="day"
+    )
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE)
+    assert chat(caller).status_code == 200
+    wait_settled()
+    assert chat(caller).status_code == 200
+    wait_settled()
+    refused = chat(caller)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert refused.headers["retry-after"] == "60"  # the day ends at midnight UTC
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE + 61)
+    assert [chat(caller).status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_minute_window_moves_with_the_clock(caller, monkeypatch):
+    services.rate_limit_set(scope=Scope.KEY, org=caller.org, key=_key(caller), rpm=2)
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE)
+    assert chat(caller).status_code == 200
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE + 30)
+    assert chat(caller).status_code == 200
+    refused = chat(caller)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "30"  # when the first request leaves the window
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE + 60)
+    assert [chat(caller).status_code for _ in range(2)] == [200, 429]
+    # The request of second 30 has left the window, the one of second 60 has not.
+    monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE + 91)
+    assert [chat(caller).status_code for _ in range(2)] == [200, 429]
+
+
+def _key(caller):
+    from proxy.models import GatewayKey
+
+    return GatewayKey.objects.get(org=caller.org)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_fails_open_by_default_and_the_spend_reaches_redis_once_it_is_back(
+    caller, published, settings, limits_redis
+):
+    from budgets import enforcement
+
+    cost = request_cost(caller, published)
+    budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="10")
+    working_url = settings.GATEWAY_LIMITS_REDIS_URL
+    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{_free_port()}/3"
+    served = chat(caller)
+    assert served.status_code == 200
+    assert "x-ratelimit-limit-requests" not in served.headers
+    time.sleep(0.2)
+    settings.GATEWAY_LIMITS_REDIS_URL = working_url
+    enforcement.outage.until = float("-inf")
+    label = datetime.now(UTC).strftime("%Y%m01")
+    deadline = time.monotonic() + 10
+    counter = {}
+    while time.monotonic() < deadline:
+        counter = limits_redis.hgetall(f"{key_prefix()}:budget:{budget.pk}:{label}")
+        if counter.get(b"spent"):
+            break
+        time.sleep(0.05)
+    assert int(counter[b"spent"]) == pytest.approx(cost * 1e9, abs=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_fails_closed_with_a_503_when_so_configured(caller, published, settings):
+    services.budget_set(scope=Scope.ORG, org=caller.org, usd="10")
+    settings.GATEWAY_LIMITS_FAIL_MODE = "closed"
+    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{_free_port()}/3"
+    refused = chat(caller)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "limits_unavailable"
+    assert refused.headers["retry-after"] == "1"
+    metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["error_type"] == "limits_unavailable"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budgets_rebuild_restores_spend_from_the_postgres_logs_after_a_redis_flush(caller, published, limits_redis):
+    from telemetry.exporters.postgres import PostgresExporter
+
+    cost = request_cost(caller, published)
+    budget = services.budget_set(
+        scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal(str(cost)) * Decimal("2.5")
+    )
+    answers = [chat(caller) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    documents = [published.wait_for(a.headers["x-request-id"]) for a in answers]
+    first = published.all()[0]
+    PostgresExporter("postgres").export([first, *documents])
+    wait_settled()
+    clear_counters()  # what a Redis flush would do: the next request would be admitted against nothing
+    call_command("budgets_rebuild")
+    label = datetime.now(UTC).strftime("%Y%m01")
+    counter = limits_redis.hgetall(f"{key_prefix()}:budget:{budget.pk}:{label}")
+    assert int(counter[b"spent"]) == pytest.approx(3 * cost * 1e9, abs=3)
+    assert chat(caller).status_code == 429
