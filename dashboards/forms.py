@@ -7,7 +7,8 @@ from datetime import date
 from django import forms
 from django.utils import timezone
 
-from dashboards.selectors import DEFAULT_RANGE, LogFilters, UsageFilters, Window, window_from
+from dashboards.selectors import DEFAULT_RANGE, UsageFilters, Window, window_from
+from telemetry.read import LogFilters
 
 RANGE_CHOICES = [
     ("24h", "Last 24 hours"),
@@ -91,6 +92,8 @@ class LogFilterForm(UsageFilterForm):
     project = forms.CharField(required=False, max_length=100)
     user = forms.CharField(required=False, max_length=256)
     error_type = forms.CharField(required=False, max_length=100)
+    thread = forms.CharField(required=False, max_length=200)
+    deployment = forms.CharField(required=False, max_length=200)
     q = forms.CharField(required=False, max_length=200, strip=True)
     cursor = forms.CharField(required=False, max_length=400)
 
@@ -104,5 +107,9 @@ class LogFilterForm(UsageFilterForm):
             status=usage.status,
             experiment_id=usage.experiment_id,
             error_type=self.value("error_type") or "",
-            search=self.value("q") or "",
+            thread_id=self.value("thread") or "",
+            deployment=self.value("deployment") or "",
         )
+
+    def search_text(self) -> str:
+        return self.value("q") or ""

@@ -21,9 +21,10 @@ few enough.
 from django.db import models
 
 from dashboards.histograms import LATENCY_COLUMNS, TTFB_COLUMNS
+from telemetry import schema
 
 # The dimensions of the finest rollups; the project-level ones leave out the end user.
-DIMENSIONS = ("org_id", "project_id", "user_id", "experiment_id", "model", "provider", "status", "error_type")
+DIMENSIONS = schema.ROLLUP_DIMENSIONS
 PROJECT_DIMENSIONS = tuple(name for name in DIMENSIONS if name != "user_id")
 ADDITIVE_MEASURES = (
     "requests",

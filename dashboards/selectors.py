@@ -1,21 +1,14 @@
 """Reads for the dashboards. Charts and breakdowns read the rollups only; the raw request log is
-read one page of rows at a time (the explorer) or one row at a time (the detail page)."""
+read through telemetry's read API (`telemetry.read`), one page or one row at a time."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Context, Decimal
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet, TextField, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce, Concat
-from django.http import Http404
 from django.utils import timezone
 
 from dashboards import demo, histograms
@@ -30,7 +23,6 @@ from dashboards.models import (
     HourlyUsage,
 )
 from proxy.models import Organisation, Project
-from telemetry.models import RequestLog
 
 # Beyond a week the charts are per day and read the daily rollups.
 HOURLY_MAX_SPAN = timedelta(days=7)
@@ -39,13 +31,6 @@ DAY_RANGES = {"30d": ("Last 30 days", 30), "90d": ("Last 90 days", 90)}
 DEFAULT_RANGE = "7d"
 BREAKDOWNS = ("org_id", "project_id", "user_id", "model", "provider", "experiment_id", "error_type")
 BREAKDOWN_LIMIT = 50
-EXPLORER_PAGE_SIZE = 50
-# A text search looks through at most this many of the filtered rows per page, newest first,
-# so that a rare word costs a bounded scan and the user pages on to older rows.
-SEARCH_SCAN_ROWS = 20_000
-SEARCH_CHUNK_ROWS = 2_000
-# With Elasticsearch, the newest matches asked of it per page, before the database's filters.
-SEARCH_INDEX_HITS = 500
 
 
 # --- Windows, scopes and filters ------------------------------------------------
@@ -510,225 +495,6 @@ def project_names(*, org_ids: Iterable[str]) -> dict[tuple[str, str], str]:
 
 def org_names(*, org_ids: Iterable[str]) -> dict[str, str]:
     return dict(Organisation.objects.filter(slug__in=list(org_ids)).values_list("slug", "name"))
-
-
-# --- Raw request logs -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogFilters:
-    project_id: str = ""
-    user_id: str = ""
-    provider: str = ""
-    model: str = ""
-    status: str = ""
-    experiment_id: str = ""
-    error_type: str = ""
-    search: str = ""
-
-
-@dataclass
-class LogPage:
-    rows: list[RequestLog]
-    next_cursor: str | None
-    # True when a text search stopped at SEARCH_SCAN_ROWS before filling the page.
-    search_stopped_early: bool = False
-    searched_rows: int = 0
-
-
-_LIST_FIELDS = (
-    "id",
-    "timestamp",
-    "org_id",
-    "project_id",
-    "user_id",
-    "experiment_id",
-    "provider",
-    "model",
-    "status",
-    "status_code",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "latency",
-    "ttfb",
-    "stream",
-    "path",
-)
-
-
-def encode_cursor(row: RequestLog) -> str:
-    raw = f"{row.timestamp.astimezone(UTC).isoformat()}|{row.pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, record_id = raw.split("|", 1)
-        return datetime.fromisoformat(moment), record_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _logs(*, org: Organisation, window: Window, filters: LogFilters, cursor: str | None) -> QuerySet:
-    rows = RequestLog.objects.filter(org_id=org.slug, timestamp__gte=window.since, timestamp__lt=window.until)
-    for name in ("project_id", "user_id", "provider", "model", "status", "experiment_id", "error_type"):
-        if value := getattr(filters, name):
-            rows = rows.filter(**{name: value})
-    if cursor and (position := decode_cursor(cursor)):
-        moment, record_id = position
-        rows = rows.filter(timestamp__lte=moment).exclude(timestamp=moment, id__gte=record_id)
-    return rows.order_by("-timestamp", "-id")
-
-
-def request_logs_page(
-    *,
-    org: Organisation,
-    window: Window,
-    filters: LogFilters,
-    cursor: str | None = None,
-    page_size: int = EXPLORER_PAGE_SIZE,
-) -> LogPage:
-    """One page of an org's request logs, newest first, paged by (timestamp, id) without counting."""
-    rows = _logs(org=org, window=window, filters=filters, cursor=cursor)
-    if filters.search and (exporter := search_exporter()) is not None:
-        return _elasticsearch_page(
-            exporter=exporter, org=org, window=window, filters=filters, rows=rows, cursor=cursor, page_size=page_size
-        )
-    if filters.search:
-        return _searched_page(rows=rows, search=filters.search, page_size=page_size)
-    page = list(rows.only(*_LIST_FIELDS)[: page_size + 1])
-    next_cursor = encode_cursor(page[page_size - 1]) if len(page) > page_size else None
-    return LogPage(rows=page[:page_size], next_cursor=next_cursor)
-
-
-def _searched_page(*, rows: QuerySet, search: str, page_size: int) -> LogPage:
-    """Newest matches first, in chunks of SEARCH_CHUNK_ROWS rows: a common word fills the page from
-    the first chunk, a rare one stops at SEARCH_SCAN_ROWS with a cursor to search on from."""
-    content = Concat(
-        Coalesce(KT("log_data__attributes__request"), Value(""), output_field=TextField()),
-        Coalesce(KT("log_data__attributes__response"), Value(""), output_field=TextField()),
-        output_field=TextField(),
-    )
-    page: list[RequestLog] = []
-    scanned = 0
-    while True:
-        boundary = rows.only("id", "timestamp")[SEARCH_CHUNK_ROWS - 1 : SEARCH_CHUNK_ROWS].first()
-        chunk = rows
-        if boundary is not None:
-            # Written as a plain range plus an exclusion, so that the timestamp bound is an index condition.
-            chunk = rows.filter(timestamp__gte=boundary.timestamp).exclude(
-                timestamp=boundary.timestamp, id__lt=boundary.pk
-            )
-        matches = chunk.alias(content=content).filter(content__icontains=search).only(*_LIST_FIELDS)
-        page += matches[: page_size + 1 - len(page)]
-        if len(page) > page_size:
-            return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
-        if boundary is None:
-            return LogPage(rows=page, next_cursor=None)
-        scanned += SEARCH_CHUNK_ROWS
-        if scanned >= SEARCH_SCAN_ROWS:
-            return LogPage(
-                rows=page, next_cursor=encode_cursor(boundary), search_stopped_early=True, searched_rows=scanned
-            )
-        rows = rows.filter(timestamp__lte=boundary.timestamp).exclude(timestamp=boundary.timestamp, id__gte=boundary.pk)
-
-
-def search_exporter():
-    """The Elasticsearch exporter whose companion text indices serve explorer searches, or None.
-
-    Only when Elasticsearch is an enabled exporter (ENABLED_EXPORTERS) and writes the
-    `text-<index>-*` search documents; otherwise the explorer searches PostgreSQL.
-    """
-    if "elasticsearch" not in settings.ENABLED_EXPORTERS:
-        return None
-    from telemetry.exporters import exporters
-    from telemetry.selectors import exporter_config
-
-    config = exporter_config(name="elasticsearch")
-    if config is None or not config.enabled:
-        return None
-    exporter = exporters.get(config)
-    return exporter if getattr(exporter, "search_index", None) else None
-
-
-def search_log_hits(
-    *, exporter, org: Organisation, window: Window, search: str, cursor: str | None, limit: int
-) -> list[tuple[str, datetime]]:
-    """(id, timestamp) of the newest records of `org` whose request or response text matches."""
-    from elasticsearch.dsl import Search
-
-    until = window.until
-    if cursor and (position := decode_cursor(cursor)):
-        until = min(until, position[0] + timedelta(milliseconds=1))
-    query = (
-        Search(using=exporter.client, index=f"{exporter.search_index}-*")
-        .filter("term", **{"attributes.org_id": org.slug})
-        .filter("range", timestamp={"gte": window.since.isoformat(), "lt": until.isoformat()})
-        .query(
-            "multi_match",
-            query=search,
-            fields=["attributes.request_text", "attributes.response_text"],
-            operator="and",
-        )
-        .sort({"timestamp": {"order": "desc"}})
-        .source(["attributes.id", "timestamp"])
-        .params(ignore_unavailable=True, allow_no_indices=True)
-    )[:limit]
-    return [(hit.attributes.id, datetime.fromisoformat(str(hit.timestamp)).astimezone(UTC)) for hit in query.execute()]
-
-
-def _elasticsearch_page(*, exporter, org, window, filters, rows, cursor, page_size) -> LogPage:
-    # The index knows the words; the database still applies every filter and the org itself.
-    hits = search_log_hits(
-        exporter=exporter, org=org, window=window, search=filters.search, cursor=cursor, limit=SEARCH_INDEX_HITS
-    )
-    page = list(rows.filter(pk__in=[record_id for record_id, _ in hits]).only(*_LIST_FIELDS)[: page_size + 1])
-    if len(page) > page_size:
-        return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
-    if len(hits) == SEARCH_INDEX_HITS:
-        oldest = RequestLog(id=hits[-1][0], timestamp=hits[-1][1])
-        return LogPage(rows=page, next_cursor=encode_cursor(oldest), search_stopped_early=True, searched_rows=len(hits))
-    return LogPage(rows=page, next_cursor=None)
-
-
-def request_log_for_org(*, org: Organisation, log_id: str) -> RequestLog:
-    """One request log of `org`, or Http404: the org is part of the lookup, never checked after."""
-    try:
-        return RequestLog.objects.get(org_id=org.slug, pk=log_id)
-    except (RequestLog.DoesNotExist, ValueError) as error:
-        raise Http404("No such request log") from error
-
-
-def looks_like_request_id(text: str) -> bool:
-    """Whether a search could be a request id (gateway or provider): one token, with digits."""
-    text = text.strip()
-    return 8 <= len(text) <= 200 and not any(c.isspace() for c in text) and any(c.isdigit() for c in text)
-
-
-def request_log_find(*, org_ids: Sequence[str] | None, request_id: str) -> RequestLog | None:
-    """The request log with this gateway request id (x-request-id) or provider request id, among
-    the logs of `org_ids` (None: every org's), or None.
-
-    The gateway's id is the primary key. A provider's id is only in the document, so it is looked
-    for among the newest SEARCH_SCAN_ROWS rows: the id of a request one has just made.
-    """
-    request_id = request_id.strip()
-    if not request_id or len(request_id) > 200 or any(character.isspace() for character in request_id):
-        return None
-    rows = RequestLog.objects.all() if org_ids is None else RequestLog.objects.filter(org_id__in=list(org_ids))
-    found = rows.filter(pk=request_id).only("id", "org_id").first()
-    if found is not None:
-        return found
-    newest = rows.order_by("-timestamp").values("pk")[:SEARCH_SCAN_ROWS]
-    return (
-        RequestLog.objects.filter(pk__in=newest, log_data__attributes__metadata__provider_request_id=request_id)
-        .only("id", "org_id")
-        .order_by("-timestamp")
-        .first()
-    )
 
 
 def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 from django.contrib.auth.decorators import login_required
@@ -15,7 +14,7 @@ from django.views.decorators.http import require_GET
 from dashboards import access, pages, selectors
 from dashboards.forms import LogFilterForm, UsageFilterForm
 from dashboards.selectors import Scope
-from telemetry.models import document_without_content
+from telemetry import read
 
 CSV_COLUMNS = (
     ("requests", "requests"),
@@ -171,16 +170,19 @@ def log_explorer(request, org_slug):
     form = LogFilterForm(request.GET)
     window = form.window()
     filters = form.log_filters()
+    text = form.search_text()
     # A request id pasted into the search opens that request.
-    if filters.search and not form.value("cursor") and selectors.looks_like_request_id(filters.search):
-        found = selectors.request_log_find(org_ids=[org.slug], request_id=filters.search)
+    if text and not form.value("cursor") and read.looks_like_request_id(text):
+        found = read.request_log_find(org_ids=[org.slug], request_id=text)
         if found is not None:
             return redirect("dashboards:log_detail", org.slug, found.pk)
     content_visible = access.may_see_content(user=request.user, org=org)
     if not content_visible:
         # Not run at all: which rows match would tell what the prompts and replies say.
-        filters = dataclasses.replace(filters, search="")
-    page = selectors.request_logs_page(org=org, window=window, filters=filters, cursor=form.value("cursor"))
+        text = ""
+    page = read.request_log_search(
+        org_id=org.slug, window=window, text=text, filters=filters, cursor=form.value("cursor")
+    )
     query = {key: value for key, value in request.GET.items() if key != "cursor" and value}
     return render(
         request,
@@ -190,6 +192,7 @@ def log_explorer(request, org_slug):
             "form": form,
             "window": window,
             "filters": filters,
+            "search": text,
             "log_page": page,
             "params": pages.usage_params(request.GET),
             "choices": selectors.filter_choices(scope=Scope(org_ids=(org.slug,)), window=window),
@@ -210,7 +213,7 @@ def log_explorer(request, org_slug):
 def find_request(request):
     """The request with the gateway's (x-request-id) or the provider's request id given as `id`,
     among the orgs the user may see; 404 for any other."""
-    found = selectors.request_log_find(
+    found = read.request_log_find(
         org_ids=access.visible_org_slugs(user=request.user), request_id=request.GET.get("id", "")
     )
     if found is None:
@@ -222,11 +225,13 @@ def find_request(request):
 @login_required
 def log_detail(request, org_slug, log_id):
     org = access.org_for_user(user=request.user, org_slug=org_slug)
-    log = selectors.request_log_for_org(org=org, log_id=log_id)
+    log = read.request_log_get(org_id=org.slug, request_id=log_id)
+    if log is None:
+        raise Http404("No such request log")
     document = log.log_data if isinstance(log.log_data, dict) else {}
     content_visible = access.may_see_content(user=request.user, org=org)
     if not content_visible:
-        document = document_without_content(document)
+        document = read.document_without_content(document)
     attributes = document.get("attributes") or {}
     metadata = attributes.get("metadata") or {}
     response = attributes.get("response")
