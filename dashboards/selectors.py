@@ -464,16 +464,26 @@ def error_type_series(*, scope: Scope, window: Window, filters: UsageFilters) ->
     return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
 
 
-def filter_choices(*, scope: Scope, window: Window) -> dict[str, list[str]]:
-    """The providers, models and experiments seen in the scope over the window, for filter menus."""
-    choices: dict[str, set[str]] = {"provider": set(), "model": set(), "experiment_id": set()}
+# The menus of the usage pages' filters; the explorer's add end users and error types.
+USAGE_CHOICES = ("provider", "model", "experiment_id")
+EXPLORER_CHOICES = (*USAGE_CHOICES, "user_id", "error_type")
+
+
+def filter_choices(*, scope: Scope, window: Window, dimensions: Sequence[str] = USAGE_CHOICES) -> dict[str, list[str]]:
+    """The values of `dimensions` seen in the scope over the window, for filter menus.
+
+    From the facet rollups wherever they hold the dimensions (whole days), else from the
+    combinations (per user where end users are asked for).
+    """
+    choices: dict[str, set[str]] = {name: set() for name in dimensions}
+    by = "user_id" if "user_id" in choices else None
     facets, combinations = [], []
     for segment in _segments(window) if scope.org_ids else []:
         model = _answers_from_facets(scope=scope, filters=UsageFilters(), segment=segment, dimensions=tuple(choices))
         if model is not None:
             facets.append(_facets(model, scope=scope, segment=segment, dimensions=tuple(choices)))
         else:
-            combinations.append(_combinations(scope=scope, segment=segment, filters=UsageFilters(), by=None))
+            combinations.append(_combinations(scope=scope, segment=segment, filters=UsageFilters(), by=by))
     if facets:
         for name, value in _Rows(tuple(facets)).fetch("DISTINCT dimension, value", columns=("dimension", "value")):
             choices[name].add(value)

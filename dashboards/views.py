@@ -195,7 +195,9 @@ def log_explorer(request, org_slug):
             "search": text,
             "log_page": page,
             "params": pages.usage_params(request.GET),
-            "choices": selectors.filter_choices(scope=Scope(org_ids=(org.slug,)), window=window),
+            "choices": selectors.filter_choices(
+                scope=Scope(org_ids=(org.slug,)), window=window, dimensions=selectors.EXPLORER_CHOICES
+            ),
             "projects": selectors.project_names(org_ids=[org.slug]),
             "next_url": pages.with_params(request.path, query | {"cursor": page.next_cursor})
             if page.next_cursor

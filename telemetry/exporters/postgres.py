@@ -61,6 +61,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # The table's columns, as `telemetry.schema` lists them.
 COLUMNS = schema.COLUMNS
 _LOG_DATA = COLUMNS.index("log_data")
+_ID = COLUMNS.index("id")
 
 
 class AfterInsertError(Exception):
@@ -280,7 +281,7 @@ class _Rows:
         self._made = made
 
     def ids(self) -> list[str]:
-        return [row[0] for row in self]
+        return [row[_ID] for row in self]
 
 
 def _create_temp(name: str, like: str) -> str:

@@ -23,6 +23,7 @@ from telemetry.read.logs import (
     filtered_rows,
     first_page,
     looks_like_request_id,
+    one_org_plans,
     request_log_find,
     request_log_get,
     request_log_table,
@@ -63,8 +64,9 @@ def request_log_search(
     without counting: those passing `filters` and, given `text`, whose request or response holds it
     (case-insensitive)."""
     rows = filtered_rows(org_id=org_id, window=window, filters=filters or LogFilters(), cursor=cursor)
-    if text:
-        return search.searched_page(
-            rows=rows, org_id=org_id, window=window, text=text, cursor=cursor, page_size=page_size
-        )
-    return first_page(rows, page_size=page_size)
+    with one_org_plans():
+        if text:
+            return search.searched_page(
+                rows=rows, org_id=org_id, window=window, text=text, cursor=cursor, page_size=page_size
+            )
+        return first_page(rows, page_size=page_size)
