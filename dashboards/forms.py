@@ -47,12 +47,15 @@ class UsageFilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        today = timezone.now().date()
+        # Dates are the viewer's (the current time zone's).
+        today = timezone.localdate()
         for name in ("start", "end"):
             day = cleaned.get(name)
             if day is not None and not EARLIEST_DATE <= day <= today:
                 self.add_error(
-                    name, f"Enter a date between {EARLIEST_DATE:{DATE_FORMAT}} and {today:{DATE_FORMAT}} (UTC)."
+                    name,
+                    f"Enter a date between {EARLIEST_DATE:{DATE_FORMAT}} and {today:{DATE_FORMAT}} "
+                    f"({timezone.get_current_timezone_name()}).",
                 )
         start, end = cleaned.get("start"), cleaned.get("end")
         if cleaned.get("range") == "custom" and start and end and abs((end - start).days) + 1 > CUSTOM_RANGE_MAX_DAYS:
@@ -113,3 +116,18 @@ class LogFilterForm(UsageFilterForm):
 
     def search_text(self) -> str:
         return self.value("q") or ""
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.CharField(max_length=64)
+    # Sent by the page itself with the browser's zone, on a first visit.
+    detected = forms.BooleanField(required=False)
+    next = forms.CharField(required=False, max_length=2000)
+
+    def clean_time_zone(self):
+        from dashboards.selectors import time_zone_names
+
+        name = self.cleaned_data["time_zone"]
+        if name not in time_zone_names():
+            raise forms.ValidationError("Not a time zone.")
+        return name

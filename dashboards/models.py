@@ -18,6 +18,7 @@ totals and error types); hourly breakdowns cover a day or two at most, where the
 few enough.
 """
 
+from django.conf import settings
 from django.db import models
 
 from dashboards.histograms import LATENCY_COLUMNS, TTFB_COLUMNS
@@ -194,3 +195,14 @@ class DailyFacetUsage(FacetUsage):
         verbose_name = "daily usage by dimension"
         verbose_name_plural = "daily usage by dimension"
         ordering = ["-bucket"]
+
+
+class DashboardPreference(models.Model):
+    """A dashboard user's own settings: for now the time zone every page, chart and CSV is shown in."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dashboard_preference")
+    # An IANA name ("Europe/Paris"); empty until the browser's own is detected or one is picked.
+    time_zone = models.CharField(max_length=64, blank=True)
+
+    def __str__(self):
+        return f"{self.user} ({self.time_zone or 'UTC'})"

@@ -3,10 +3,14 @@ read through telemetry's read API (`telemetry.read`), one page or one row at a t
 
 from __future__ import annotations
 
+import bisect
+import functools
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Context, Decimal
+from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -38,22 +42,40 @@ BREAKDOWN_LIMIT = 50
 
 @dataclass(frozen=True)
 class Window:
-    """A time range cut to whole buckets of its granularity (UTC), so rollups cover it exactly."""
+    """A time range cut to whole buckets of its granularity, so rollups cover it exactly.
+
+    Hours are UTC hours (shown in the viewer's time zone); days are the days of `zone`, each
+    starting at its local midnight (on the hour before it, in a zone whose offset is not whole
+    hours: the rollups count by the hour).
+    """
 
     key: str
     label: str
     since: datetime
     until: datetime
     granularity: str  # "hour" or "day"
+    zone: str = "UTC"
 
     @property
-    def step(self) -> timedelta:
-        return timedelta(hours=1) if self.granularity == "hour" else timedelta(days=1)
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.zone)
 
     def buckets(self) -> list[datetime]:
         # The last bucket may be cut short by `until` (now): it is still a bucket of the window.
-        count = -((self.since - self.until) // self.step)
-        return [self.since + index * self.step for index in range(count)]
+        if self.granularity == "hour":
+            count = -((self.since - self.until) // timedelta(hours=1))
+            return [self.since + index * timedelta(hours=1) for index in range(count)]
+        buckets = []
+        day = self.since.astimezone(self.tzinfo).date()
+        while (start := _local_day_start(day, self.tzinfo)) < self.until:
+            buckets.append(max(start, self.since))
+            day += timedelta(days=1)
+        return buckets
+
+    @property
+    def days_are_utc_days(self) -> bool:
+        """Whether every day bucket is a UTC day, which the daily rollups hold."""
+        return all(bucket.astimezone(UTC).hour == 0 for bucket in self.buckets())
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -64,29 +86,44 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def _local_day_start(day: date, zone: tzinfo) -> datetime:
+    """The UTC hour holding the local midnight that starts `day` in `zone`."""
+    return _hour_floor(datetime.combine(day, time.min, tzinfo=zone))
+
+
 def window_from(
-    *, range_key: str = DEFAULT_RANGE, start: date | None = None, end: date | None = None, now: datetime | None = None
+    *,
+    range_key: str = DEFAULT_RANGE,
+    start: date | None = None,
+    end: date | None = None,
+    now: datetime | None = None,
+    zone: tzinfo | None = None,
 ) -> Window:
     """The window for a range choice ("24h", "7d", "30d", "90d", or "custom" with dates).
 
     It starts on a bucket boundary and never ends in the future: a window reaching today ends
-    now, within the current hour's (or day's) bucket.
+    now, within the current hour's (or day's) bucket. Days and dates are those of `zone`
+    (default: the current time zone, the viewer's).
     """
     now = now or timezone.now()
+    zone = zone or timezone.get_current_timezone()
+    name = str(getattr(zone, "key", None) or zone)
     if range_key == "custom" and start and end:
         start, end = min(start, end), max(start, end)
-        since, until = _day_start(start), min(_day_start(end) + timedelta(days=1), now)
+        since = _local_day_start(start, zone)
+        until = min(_local_day_start(end + timedelta(days=1), zone), now)
         granularity = "hour" if until - since <= HOURLY_MAX_SPAN else "day"
-        return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity)
+        return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity, name)
     if range_key in DAY_RANGES:
         label, days = DAY_RANGES[range_key]
-        tomorrow = _day_start(now.astimezone(UTC).date()) + timedelta(days=1)
-        return Window(range_key, label, tomorrow - timedelta(days=days), now, "day")
+        today = now.astimezone(zone).date()
+        since = _local_day_start(today + timedelta(days=1 - days), zone)
+        return Window(range_key, label, since, now, "day", name)
     if range_key not in RANGES:
         range_key = DEFAULT_RANGE
     label, span = RANGES[range_key]
     next_hour = _hour_floor(now) + timedelta(hours=1)
-    return Window(range_key, label, next_hour - span, now, "hour")
+    return Window(range_key, label, next_hour - span, now, "hour", name)
 
 
 @dataclass(frozen=True)
@@ -236,8 +273,10 @@ def _segments(window: Window) -> list[_Segment]:
     A week of hourly buckets holds many times the rows of its six or seven days, and only the
     charts need hours; totals and breakdowns can sum days.
     """
-    if window.granularity == "day":
+    if window.granularity == "day" and window.since == _day_start(window.since.astimezone(UTC).date()):
         return [_Segment("day", window.since, window.until)]
+    # Otherwise (hours, or days starting at a local midnight that is not a UTC one) the UTC days
+    # in between are read from daily rollups.
     first_day = _day_start(window.since.astimezone(UTC).date())
     if first_day < window.since:
         first_day += timedelta(days=1)
@@ -404,13 +443,30 @@ def _usage_rows(
 
 def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list[UsageStats]:
     """One `UsageStats` per bucket of the window, zero where there was no traffic."""
-    found = {}
+    buckets = window.buckets()
+    found: dict[datetime, UsageStats] = {}
     if scope.org_ids:
-        rows = _usage_rows(scope=scope, window=window, filters=filters)
+        read = _as_read(window)
+        rows = _usage_rows(scope=scope, window=read, filters=filters)
         for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES):
-            stats.key = _moment(stats.key)
-            found[stats.key] = stats
-    return [found.get(bucket) or UsageStats(key=bucket) for bucket in window.buckets()]
+            stats.key = _bucket_of(_moment(stats.key), buckets) if read is not window else _moment(stats.key)
+            if stats.key in found:
+                found[stats.key].merge(stats)
+            else:
+                found[stats.key] = stats
+    return [found.get(bucket) or UsageStats(key=bucket) for bucket in buckets]
+
+
+def _as_read(window: Window) -> Window:
+    """The window as its rollups are read: days that are not UTC days are summed from hours."""
+    if window.granularity == "day" and not window.days_are_utc_days:
+        return replace(window, granularity="hour")
+    return window
+
+
+def _bucket_of(moment: datetime, buckets: list[datetime]) -> datetime:
+    """The bucket (of sorted bucket starts) that `moment` falls in."""
+    return buckets[max(0, bisect.bisect_right(buckets, moment) - 1)]
 
 
 def first_traffic(*, scope: Scope, window: Window, filters: UsageFilters) -> datetime | None:
@@ -453,13 +509,18 @@ def error_type_series(*, scope: Scope, window: Window, filters: UsageFilters) ->
     """Errors per bucket for each error type, aligned with `window.buckets()`."""
     if not scope.org_ids:
         return {}
-    rows = _usage_rows(scope=scope, window=window, filters=filters, by="error_type")
-    position = {bucket: index for index, bucket in enumerate(window.buckets())}
+    read = _as_read(window)
+    rows = _usage_rows(scope=scope, window=read, filters=filters, by="error_type")
+    buckets = window.buckets()
+    position = {bucket: index for index, bucket in enumerate(buckets)}
     series: dict[str, list[int]] = {}
     columns = ("bucket", "error_type", "errors")
     for bucket, error_type, count in rows.fetch("bucket, error_type, SUM(errors)", columns=columns, group_by="1, 2"):
         counts = series.setdefault(error_type, [0] * len(position))
-        if (index := position.get(_moment(bucket))) is not None:
+        moment = _moment(bucket)
+        if read is not window:
+            moment = _bucket_of(moment, buckets)
+        if (index := position.get(moment)) is not None:
             counts[index] += int(count)
     return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
 
@@ -516,6 +577,24 @@ def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:
     if scope.project_id is not None:
         return ("user_id", "model", "provider", "experiment_id", "error_type")
     return ("project_id", "user_id", "model", "provider", "experiment_id", "error_type")
+
+
+def user_time_zone(*, user) -> ZoneInfo | None:
+    """The time zone `user` saved, or None (anonymous, or none saved yet: UTC)."""
+    if not user.is_authenticated:
+        return None
+    from dashboards.models import DashboardPreference
+
+    name = DashboardPreference.objects.filter(user=user).values_list("time_zone", flat=True).first()
+    if not name or name not in time_zone_names():
+        return None
+    return ZoneInfo(name)
+
+
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """Every IANA time zone name this system knows."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 def demo_org_slugs() -> list[str]:

@@ -80,6 +80,16 @@ def demo_logs_seed(
     return SeedResult(rows=plan.total, orgs=[org.slug for org in plan.orgs], since=plan.start, until=end)
 
 
+def user_time_zone_save(*, user, time_zone: str) -> None:
+    """Save the time zone `user` sees the dashboards in; ValueError for a name that is not one."""
+    from dashboards.models import DashboardPreference
+    from dashboards.selectors import time_zone_names
+
+    if time_zone not in time_zone_names():
+        raise ValueError(f"not a time zone: {time_zone!r}")
+    DashboardPreference.objects.update_or_create(user=user, defaults={"time_zone": time_zone})
+
+
 @dataclass(frozen=True)
 class DemoRemoval:
     orgs: list[str]

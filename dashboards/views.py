@@ -8,11 +8,13 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
-from dashboards import access, pages, selectors
-from dashboards.forms import LogFilterForm, UsageFilterForm
+from dashboards import access, pages, selectors, services
+from dashboards.forms import LogFilterForm, TimeZoneForm, UsageFilterForm
 from dashboards.selectors import Scope
 from telemetry import read
 
@@ -114,13 +116,17 @@ def _export(request, *, scope: Scope, name: str):
     window = form.window()
     rows = selectors.usage_breakdown(scope=scope, window=window, filters=form.usage_filters(), by=dimension, limit=None)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    filename = f"{slugify(name)}-by-{dimension.removesuffix('_id')}-{window.since:%Y%m%d}-{window.until:%Y%m%d}.csv"
+    # The window's bounds in the viewer's time zone, with its offset, on every row.
+    since, until = (moment.astimezone(window.tzinfo) for moment in (window.since, window.until))
+    filename = f"{slugify(name)}-by-{dimension.removesuffix('_id')}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
-    writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS)])
+    writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS), "window_start", "window_end"])
+    bounds = [since.isoformat(timespec="seconds"), until.isoformat(timespec="seconds")]
     for stats in rows:
         values = [getattr(stats, attribute) for _, attribute in CSV_COLUMNS]
-        writer.writerow([_csv_cell(stats.key), *("" if value is None else _csv_cell(value) for value in values)])
+        cells = ("" if value is None else _csv_cell(value) for value in values)
+        writer.writerow([_csv_cell(stats.key), *cells, *bounds])
     return response
 
 
@@ -208,6 +214,25 @@ def log_explorer(request, org_slug):
         },
         status=_status(form),
     )
+
+
+@require_POST
+@login_required
+def time_zone(request):
+    """Save the time zone the user sees every page in: picked in the header, or the browser's own
+    sent by the page on a first visit (`detected`, answered with 204 rather than a redirect)."""
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Not a time zone.", content_type="text/plain; charset=utf-8")
+    services.user_time_zone_save(user=request.user, time_zone=form.cleaned_data["time_zone"])
+    if form.cleaned_data["detected"]:
+        return HttpResponse(status=204)
+    next_url = form.cleaned_data["next"]
+    if not next_url or not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse("dashboards:overview")
+    return redirect(next_url)
 
 
 @require_GET
