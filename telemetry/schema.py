@@ -152,12 +152,12 @@ def _m(*names: str, es: str = "keyword", **column) -> Field:
 
 # In document order, except that the rollup dimensions come in the order the rollups key on.
 FIELDS: tuple[Field, ...] = (
-    Field(("timestamp",), "date", column="timestamp", kind="timestamp"),
+    Field(("timestamp",), "date", column="timestamp", kind="timestamp", null=False),
     Field(("resource", "service", "name"), "keyword"),
     Field(("resource", "service", "version"), "keyword"),
     Field(("resource", "deployment", "environment"), "keyword"),
     Field(("name",), "keyword"),
-    _a("id", column="id", max_length=64),
+    _a("id", column="id", max_length=64, null=False),
     _a("thread_id", column="thread_id", max_length=200),
     _a("org_id", column="org_id", max_length=100, default="", rollup="dimension"),
     _a("project_id", column="project_id", max_length=100, rollup="dimension"),
