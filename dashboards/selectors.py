@@ -60,6 +60,11 @@ class Window:
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.zone)
 
+    @property
+    def step(self) -> timedelta:
+        """A bucket's nominal length (a local day around a clock change is an hour off it)."""
+        return timedelta(hours=1) if self.granularity == "hour" else timedelta(days=1)
+
     def buckets(self) -> list[datetime]:
         # The last bucket may be cut short by `until` (now): it is still a bucket of the window.
         if self.granularity == "hour":
