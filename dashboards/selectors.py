@@ -3,7 +3,6 @@ read through telemetry's read API (`telemetry.read`), one page or one row at a t
 
 from __future__ import annotations
 
-import bisect
 import functools
 import zoneinfo
 from collections.abc import Iterable, Sequence
@@ -70,12 +69,16 @@ class Window:
         if self.granularity == "hour":
             count = -((self.since - self.until) // timedelta(hours=1))
             return [self.since + index * timedelta(hours=1) for index in range(count)]
-        buckets = []
-        day = self.since.astimezone(self.tzinfo).date()
+        return [start for _, start in self.days()]
+
+    def days(self) -> list[tuple[date, datetime]]:
+        """Each local day of the window with the start of its bucket."""
+        days = []
+        day = _local_day_of(self.since, self.tzinfo)
         while (start := _local_day_start(day, self.tzinfo)) < self.until:
-            buckets.append(max(start, self.since))
+            days.append((day, max(start, self.since)))
             day += timedelta(days=1)
-        return buckets
+        return days
 
     @property
     def days_are_utc_days(self) -> bool:
@@ -94,6 +97,22 @@ def _day_start(day: date) -> datetime:
 def _local_day_start(day: date, zone: tzinfo) -> datetime:
     """The UTC hour holding the local midnight that starts `day` in `zone`."""
     return _hour_floor(datetime.combine(day, time.min, tzinfo=zone))
+
+
+# An hourly bucket belongs to the local day whose (hour-floored) start it is at or after: the
+# day of its last moment, for a midnight falling within the hour.
+_HOUR_END = timedelta(seconds=3599)
+
+
+def _local_day_of(bucket: datetime, zone: tzinfo) -> date:
+    return (bucket + _HOUR_END).astimezone(zone).date()
+
+
+def _local_day_sql(zone: str) -> str:
+    """SQL for the local day (a midnight without zone) of a rollup row's hourly `bucket`, as `_local_day_of`."""
+    if zone not in time_zone_names():
+        raise ValueError(f"not a time zone: {zone!r}")
+    return f"date_trunc('day', (bucket + interval '3599 seconds') AT TIME ZONE '{zone}')"
 
 
 def window_from(
@@ -354,10 +373,17 @@ class _Rows:
             return cursor.fetchall()
 
     def sums(
-        self, *, key: str, measures: Sequence[str], by_cost: bool = False, limit: int | None = None
+        self,
+        *,
+        key: str,
+        measures: Sequence[str],
+        by_cost: bool = False,
+        limit: int | None = None,
+        key_sql: str | None = None,
     ) -> list[UsageStats]:
-        """The measures summed per value of the column `key`, one `UsageStats` each."""
-        select = ", ".join((key, *(f"SUM({name})" for name in measures)))
+        """The measures summed per value of the column `key` (or of `key_sql`, an expression over
+        it), one `UsageStats` each."""
+        select = ", ".join((key_sql or key, *(f"SUM({name})" for name in measures)))
         # Biggest spenders first, then most requests: the order of every breakdown.
         order_by = f"{2 + measures.index('cost')} DESC, {2 + measures.index('requests')} DESC, 1" if by_cost else ""
         rows = self.fetch(select, columns=(key, *measures), group_by="1", order_by=order_by, limit=limit)
@@ -453,8 +479,10 @@ def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list
     if scope.org_ids:
         read = _as_read(window)
         rows = _usage_rows(scope=scope, window=read, filters=filters)
-        for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES):
-            stats.key = _bucket_of(_moment(stats.key), buckets) if read is not window else _moment(stats.key)
+        to_bucket = _bucket_mapper(window, read)
+        key_sql = _local_day_sql(window.zone) if read is not window and connection.vendor == "postgresql" else None
+        for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES, key_sql=key_sql):
+            stats.key = to_bucket(stats.key, summed_by_day=key_sql is not None)
             if stats.key in found:
                 found[stats.key].merge(stats)
             else:
@@ -462,16 +490,25 @@ def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list
     return [found.get(bucket) or UsageStats(key=bucket) for bucket in buckets]
 
 
+def _bucket_mapper(window: Window, read: Window):
+    """What turns a key read from the rollups into the window's bucket: an hour's bucket, or a
+    local day's (from an hour, or from a day PostgreSQL summed)."""
+    if read is window:
+        return lambda key, summed_by_day: _moment(key)
+    starts = dict(window.days())
+
+    def to_bucket(key, *, summed_by_day: bool) -> datetime:
+        day = key.date() if summed_by_day else _local_day_of(_moment(key), window.tzinfo)
+        return starts.get(day) or window.since
+
+    return to_bucket
+
+
 def _as_read(window: Window) -> Window:
     """The window as its rollups are read: days that are not UTC days are summed from hours."""
     if window.granularity == "day" and not window.days_are_utc_days:
         return replace(window, granularity="hour")
     return window
-
-
-def _bucket_of(moment: datetime, buckets: list[datetime]) -> datetime:
-    """The bucket (of sorted bucket starts) that `moment` falls in."""
-    return buckets[max(0, bisect.bisect_right(buckets, moment) - 1)]
 
 
 def first_traffic(*, scope: Scope, window: Window, filters: UsageFilters) -> datetime | None:
@@ -516,16 +553,15 @@ def error_type_series(*, scope: Scope, window: Window, filters: UsageFilters) ->
         return {}
     read = _as_read(window)
     rows = _usage_rows(scope=scope, window=read, filters=filters, by="error_type")
-    buckets = window.buckets()
-    position = {bucket: index for index, bucket in enumerate(buckets)}
+    position = {bucket: index for index, bucket in enumerate(window.buckets())}
+    to_bucket = _bucket_mapper(window, read)
+    key_sql = _local_day_sql(window.zone) if read is not window and connection.vendor == "postgresql" else None
     series: dict[str, list[int]] = {}
     columns = ("bucket", "error_type", "errors")
-    for bucket, error_type, count in rows.fetch("bucket, error_type, SUM(errors)", columns=columns, group_by="1, 2"):
+    select = f"{key_sql or 'bucket'}, error_type, SUM(errors)"
+    for key, error_type, count in rows.fetch(select, columns=columns, group_by="1, 2"):
         counts = series.setdefault(error_type, [0] * len(position))
-        moment = _moment(bucket)
-        if read is not window:
-            moment = _bucket_of(moment, buckets)
-        if (index := position.get(moment)) is not None:
+        if (index := position.get(to_bucket(key, summed_by_day=key_sql is not None))) is not None:
             counts[index] += int(count)
     return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
 

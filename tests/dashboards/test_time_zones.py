@@ -148,3 +148,19 @@ def test_the_explorer_and_detail_show_times_in_the_viewers_zone(tenancy, client_
     assert "Time (Asia/Tokyo)" in html and "2026-01-02 08:30:05" in html
     detail = client.get(reverse("dashboards:log_detail", args=["acme", log.pk])).content.decode()
     assert "2026-01-02 08:30:05" in detail and "Asia/Tokyo" in detail
+
+
+def test_days_in_a_zone_off_the_hour_start_on_the_hour_before_and_keep_every_request(
+    tenancy, around_midnight, traffic, client_for
+):
+    DashboardPreference.objects.create(user=tenancy.member, time_zone="Asia/Kolkata")
+    page = client_for(tenancy.member).get(reverse("dashboards:org", args=["acme"]), {"range": "30d"})
+    window = page.context["page"].window
+    buckets = window.buckets()
+    assert len(buckets) == len(set(buckets)) == 30
+    # 18:30 UTC is midnight in Kolkata: its day's bucket starts at 18:00.
+    assert all(bucket.minute == 0 and bucket.hour == 18 for bucket in buckets)
+    requests = page.context["page"].charts["requests"]
+    served = sum(a + b for a, b in zip(*(dataset["data"] for dataset in requests["datasets"]), strict=True))
+    acme = [log for log in traffic if log.org_id == "acme"]
+    assert served == page.context["page"].totals.requests == len(acme) + 5  # and the five around midnight
