@@ -15,6 +15,7 @@ A database seeded before the sessions rollup existed needs it filled first:
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import statistics
 import sys
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--range", default="30d", help="dashboard range to request (24h, 7d, 30d, 90d)")
     parser.add_argument("--org", default="demo-acme", help="the org whose pages are requested")
     parser.add_argument("--only", default="", help="comma-separated page names to request (default: every page)")
+    parser.add_argument(
+        "--time-zone", default="", help="the staff user's time zone, e.g. Asia/Tokyo (default: none saved, UTC)"
+    )
     options = parser.parse_args()
 
     import django
@@ -46,6 +50,7 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     from dashboards import selectors, services
+    from dashboards.models import DashboardPreference
     from dashboards.progress import ProgressBar
     from telemetry.models import RequestLog
 
@@ -75,10 +80,14 @@ def main() -> None:
     staff, _ = get_user_model().objects.get_or_create(
         username="bench-staff", defaults={"is_staff": True, "is_superuser": True}
     )
+    if options.time_zone:
+        services.user_time_zone_save(user=staff, time_zone=options.time_zone)
+    else:
+        DashboardPreference.objects.filter(user=staff).delete()
     client = Client()
     client.force_login(staff)
 
-    window = selectors.window_from(range_key=options.range)
+    window = selectors.window_from(range_key=options.range, zone=datetime.UTC)
     org = options.org
     org_scope = selectors.Scope(org_ids=(org,))
     no_filters = selectors.UsageFilters()
@@ -97,6 +106,8 @@ def main() -> None:
         "explorer": f"/dashboards/orgs/{org}/logs/{query}",
         "explorer filtered": f"/dashboards/orgs/{org}/logs/{query}&provider=openai&status=error",
         "explorer search": f"/dashboards/orgs/{org}/logs/{query}&q=refund",
+        # A word no request has: the search reads its whole bounded scan.
+        "explorer search rare": f"/dashboards/orgs/{org}/logs/{query}&q=marmalade",
         "csv by user": f"/dashboards/orgs/{org}/export.csv{query}&by=user_id",
         # A filter needs the combinations, not the per-dimension facets: the slower way in.
         "org filtered": f"/dashboards/orgs/{org}/{query}&provider=openai",
@@ -105,7 +116,11 @@ def main() -> None:
     if options.only:
         wanted = {name.strip() for name in options.only.split(",")}
         pages = {name: url for name, url in pages.items() if name in wanted}
-    print(f"\n{rows:,} request logs; range {options.range}; {options.requests} requests per page (after 3 warm-up)")
+    zone = options.time_zone or "UTC"
+    print(
+        f"\n{rows:,} request logs; range {options.range}; time zone {zone}; {options.requests} requests per page"
+        " (after 3 warm-up)"
+    )
     print(f"{'page':<20}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}  url")
     for name, url in pages.items():
         for _ in range(3):

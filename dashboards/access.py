@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from proxy.models import Membership, Organisation, Project
-from telemetry.models import REQUEST_CONTENT_PERMISSION
+from telemetry.read import REQUEST_CONTENT_PERMISSION
 
 
 def visible_orgs(*, user) -> QuerySet[Organisation]:

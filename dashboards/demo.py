@@ -3,8 +3,9 @@
 The documents have the shape `telemetry.record.RequestRecord.to_document()` produces
 (requests, responses, streamed chunks, redaction, errors), and the traffic has a shape too:
 busy working hours and quiet weekends, growth over the period, heavy and light users,
-provider incidents. Rows are produced in time order as tuples of RequestLog columns, fast
-enough to load ten million of them: documents are assembled from pre-serialised fragments.
+provider incidents. Documents are produced in time order, fast enough to load ten million of
+them: each is assembled from pre-serialised fragments, and stored through
+`telemetry.services.request_logs_load`, which derives the table's columns from it.
 """
 
 from __future__ import annotations
@@ -298,35 +299,6 @@ def _add_tool_turns(body: dict, *, prompt: tuple, anthropic: bool) -> None:
         ]
 
 
-@dataclass
-class DemoRow:
-    """One request log row; `log_data` is already JSON text."""
-
-    id: str
-    timestamp: datetime
-    timestamp_text: str
-    log_data: str
-    ttfb: int | None
-    latency: int | None
-    org_id: str
-    project_id: str
-    user_id: str
-    experiment_id: str | None
-    thread_id: str
-    provider: str
-    model: str
-    status: str
-    status_code: int
-    error_type: str | None
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    cost: float | None
-    provider_latency: int | None
-    path: str
-    stream: bool
-
-
 @dataclass(frozen=True)
 class DemoPlan:
     """Everything shared by the workers that generate one demo load: who, when, and how much."""
@@ -375,8 +347,9 @@ def plan_demo(*, org_count: int, count: int, days: int, end: datetime, seed: int
     )
 
 
-def generate_rows(*, plan: DemoPlan, hours: range) -> Iterator[DemoRow]:
-    """The rows of the plan's `hours` (indexes from its start), oldest first; the same on every call."""
+def generate_documents(*, plan: DemoPlan, hours: range) -> Iterator[dict]:
+    """The record documents of the plan's `hours` (indexes from its start), oldest first; the same
+    on every call."""
     rng = random.Random(plan.seed * 1_000_003 + hours.start)
     orgs = plan.orgs
     incidents = plan.incidents
@@ -459,6 +432,8 @@ def generate_rows(*, plan: DemoPlan, hours: range) -> Iterator[DemoRow]:
             )
             status = "error" if failed else "success"
             thread_id = f"thr_{user.user_id.split('@')[0]}_{serial % 97}"
+            # Two deployments per provider, as a model group spreads its traffic.
+            deployment = f"{provider}-{'eu' if serial % 3 else 'us'}"
             log_data = (
                 f'{{"timestamp":"{timestamp_text}","resource":{resource},"name":"ai_gateway_request_log",'
                 f'"attributes":{{"id":"{record_id}","thread_id":"{thread_id}","org_id":"{org.slug}",'
@@ -473,35 +448,11 @@ def generate_rows(*, plan: DemoPlan, hours: range) -> Iterator[DemoRow]:
                 f'"provider_status_code":{status_code},"error_count":{int(failed)},'
                 f'"error_type":{_json_str(error_type)},"provider_error_count":{int(failed)},'
                 f'"provider_error_type":{_json_str(error_type)},"provider_request_id":null,'
-                f'"upstream_model":null,"stream":{"true" if stream else "false"},'
+                f'"upstream_model":null,"deployment":"{deployment}","stream":{"true" if stream else "false"},'
                 f'"streamed_data_truncated":false,"client_disconnected":false,'
                 f'"content_redacted":{"true" if redacted else "false"}}}}}}}'
             )
-            yield DemoRow(
-                id=record_id,
-                timestamp=moment + timedelta(milliseconds=offset),
-                timestamp_text=timestamp_text,
-                log_data=log_data,
-                ttfb=ttfb,
-                latency=latency,
-                org_id=org.slug,
-                project_id=project,
-                user_id=user.user_id,
-                experiment_id=experiment,
-                thread_id=thread_id,
-                provider=provider,
-                model=model,
-                status=status,
-                status_code=status_code,
-                error_type=error_type,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                total_tokens=input_tokens + output_tokens,
-                cost=cost,
-                provider_latency=provider_latency,
-                path=path,
-                stream=stream,
-            )
+            yield orjson.loads(log_data)
 
 
 def _json_str(value: str | None) -> str:

@@ -7,7 +7,8 @@ from datetime import date
 from django import forms
 from django.utils import timezone
 
-from dashboards.selectors import DEFAULT_RANGE, LogFilters, UsageFilters, Window, window_from
+from dashboards.selectors import DEFAULT_RANGE, UsageFilters, Window, window_from
+from telemetry.read import LogFilters
 
 RANGE_CHOICES = [
     ("24h", "Last 24 hours"),
@@ -46,12 +47,15 @@ class UsageFilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        today = timezone.now().date()
+        # Dates are the viewer's (the current time zone's).
+        today = timezone.localdate()
         for name in ("start", "end"):
             day = cleaned.get(name)
             if day is not None and not EARLIEST_DATE <= day <= today:
                 self.add_error(
-                    name, f"Enter a date between {EARLIEST_DATE:{DATE_FORMAT}} and {today:{DATE_FORMAT}} (UTC)."
+                    name,
+                    f"Enter a date between {EARLIEST_DATE:{DATE_FORMAT}} and {today:{DATE_FORMAT}} "
+                    f"({timezone.get_current_timezone_name()}).",
                 )
         start, end = cleaned.get("start"), cleaned.get("end")
         if cleaned.get("range") == "custom" and start and end and abs((end - start).days) + 1 > CUSTOM_RANGE_MAX_DAYS:
@@ -91,6 +95,8 @@ class LogFilterForm(UsageFilterForm):
     project = forms.CharField(required=False, max_length=100)
     user = forms.CharField(required=False, max_length=256)
     error_type = forms.CharField(required=False, max_length=100)
+    thread = forms.CharField(required=False, max_length=200)
+    deployment = forms.CharField(required=False, max_length=200)
     q = forms.CharField(required=False, max_length=200, strip=True)
     cursor = forms.CharField(required=False, max_length=400)
 
@@ -104,7 +110,8 @@ class LogFilterForm(UsageFilterForm):
             status=usage.status,
             experiment_id=usage.experiment_id,
             error_type=self.value("error_type") or "",
-            search=self.value("q") or "",
+            thread_id=self.value("thread") or "",
+            deployment=self.value("deployment") or "",
         )
 
 
@@ -136,3 +143,21 @@ class SessionFilterForm(UsageFilterForm):
             search=self.value("q") or "",
             sort=self.value("sort") or "recent",
         )
+
+    def search_text(self) -> str:
+        return self.value("q") or ""
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.CharField(max_length=64)
+    # Sent by the page itself with the browser's zone, on a first visit.
+    detected = forms.BooleanField(required=False)
+    next = forms.CharField(required=False, max_length=2000)
+
+    def clean_time_zone(self):
+        from dashboards.selectors import time_zone_names
+
+        name = self.cleaned_data["time_zone"]
+        if name not in time_zone_names():
+            raise forms.ValidationError("Not a time zone.")
+        return name

@@ -18,12 +18,14 @@ totals and error types); hourly breakdowns cover a day or two at most, where the
 few enough.
 """
 
+from django.conf import settings
 from django.db import models
 
 from dashboards.histograms import LATENCY_COLUMNS, TTFB_COLUMNS
+from telemetry import schema
 
 # The dimensions of the finest rollups; the project-level ones leave out the end user.
-DIMENSIONS = ("org_id", "project_id", "user_id", "experiment_id", "model", "provider", "status", "error_type")
+DIMENSIONS = schema.ROLLUP_DIMENSIONS
 PROJECT_DIMENSIONS = tuple(name for name in DIMENSIONS if name != "user_id")
 ADDITIVE_MEASURES = (
     "requests",
@@ -250,3 +252,13 @@ class ThreadUser(models.Model):
 
     def __str__(self):
         return f"{self.thread_id}: {self.user_id}"
+
+class DashboardPreference(models.Model):
+    """A dashboard user's own settings: for now the time zone every page, chart and CSV is shown in."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dashboard_preference")
+    # An IANA name ("Europe/Paris"); empty until the browser's own is detected or one is picked.
+    time_zone = models.CharField(max_length=64, blank=True)
+
+    def __str__(self):
+        return f"{self.user} ({self.time_zone or 'UTC'})"

@@ -180,7 +180,8 @@ def _error_type_counts(errors_by_type: dict[str, list[int]]) -> list[tuple[str, 
 
 def _charts(*, window: Window, series: list[UsageStats], errors_by_type: dict[str, list[int]]) -> dict:
     fmt = "%Y-%m-%d %H:%M" if window.granularity == "hour" else "%Y-%m-%d"
-    labels = [stats.key.strftime(fmt) for stats in series]
+    # Buckets are labelled in the window's time zone, the viewer's.
+    labels = [stats.key.astimezone(window.tzinfo).strftime(fmt) for stats in series]
 
     def line(label, values, color, **extra):
         return {"label": label, "data": values, "borderColor": color, "backgroundColor": color, **extra}

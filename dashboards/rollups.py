@@ -37,6 +37,7 @@ from dashboards.models import (
     HourlyProjectUsage,
     HourlyUsage,
 )
+from telemetry import schema
 
 # (rollup, bucket unit); the finest first, since the others are rebuilt from it.
 ROLLUPS = (
@@ -49,23 +50,7 @@ ROLLUPS = (
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Only the raw columns a rollup reads, so that the large log document is never touched.
-_SOURCE_COLUMNS = (
-    "timestamp",
-    "org_id",
-    "project_id",
-    "user_id",
-    "experiment_id",
-    "model",
-    "provider",
-    "status",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cost",
-    "latency",
-    "ttfb",
-)
+_SOURCE_COLUMNS = ("timestamp", *schema.ROLLUP_DIMENSIONS, *schema.ROLLUP_MEASURES)
 _SOURCE_SELECT = ", ".join(f'"{name}"' for name in _SOURCE_COLUMNS)
 
 
@@ -220,9 +205,9 @@ def apply_new_rows(cursor, table: str) -> None:
 
 
 def raw_table() -> str:
-    from telemetry.models import RequestLog
+    from telemetry import read
 
-    return RequestLog._meta.db_table
+    return read.request_log_table()
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:

@@ -1,21 +1,17 @@
 """Reads for the dashboards. Charts and breakdowns read the rollups only; the raw request log is
-read one page of rows at a time (the explorer) or one row at a time (the detail page)."""
+read through telemetry's read API (`telemetry.read`), one page or one row at a time."""
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Context, Decimal
+from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet, TextField, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce, Concat
-from django.http import Http404
 from django.utils import timezone
 
 from dashboards import demo, histograms
@@ -30,7 +26,6 @@ from dashboards.models import (
     HourlyUsage,
 )
 from proxy.models import Organisation, Project
-from telemetry.models import RequestLog
 
 # Beyond a week the charts are per day and read the daily rollups.
 HOURLY_MAX_SPAN = timedelta(days=7)
@@ -39,13 +34,6 @@ DAY_RANGES = {"30d": ("Last 30 days", 30), "90d": ("Last 90 days", 90)}
 DEFAULT_RANGE = "7d"
 BREAKDOWNS = ("org_id", "project_id", "user_id", "model", "provider", "experiment_id", "error_type")
 BREAKDOWN_LIMIT = 50
-EXPLORER_PAGE_SIZE = 50
-# A text search looks through at most this many of the filtered rows per page, newest first,
-# so that a rare word costs a bounded scan and the user pages on to older rows.
-SEARCH_SCAN_ROWS = 20_000
-SEARCH_CHUNK_ROWS = 2_000
-# With Elasticsearch, the newest matches asked of it per page, before the database's filters.
-SEARCH_INDEX_HITS = 500
 
 
 # --- Windows, scopes and filters ------------------------------------------------
@@ -53,22 +41,49 @@ SEARCH_INDEX_HITS = 500
 
 @dataclass(frozen=True)
 class Window:
-    """A time range cut to whole buckets of its granularity (UTC), so rollups cover it exactly."""
+    """A time range cut to whole buckets of its granularity, so rollups cover it exactly.
+
+    Hours are UTC hours (shown in the viewer's time zone); days are the days of `zone`, each
+    starting at its local midnight (on the hour before it, in a zone whose offset is not whole
+    hours: the rollups count by the hour).
+    """
 
     key: str
     label: str
     since: datetime
     until: datetime
     granularity: str  # "hour" or "day"
+    zone: str = "UTC"
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.zone)
 
     @property
     def step(self) -> timedelta:
+        """A bucket's nominal length (a local day around a clock change is an hour off it)."""
         return timedelta(hours=1) if self.granularity == "hour" else timedelta(days=1)
 
     def buckets(self) -> list[datetime]:
         # The last bucket may be cut short by `until` (now): it is still a bucket of the window.
-        count = -((self.since - self.until) // self.step)
-        return [self.since + index * self.step for index in range(count)]
+        if self.granularity == "hour":
+            count = -((self.since - self.until) // timedelta(hours=1))
+            return [self.since + index * timedelta(hours=1) for index in range(count)]
+        return [start for _, start in self.days()]
+
+    def days(self) -> list[tuple[date, datetime]]:
+        """Each local day of the window with the start of its bucket."""
+        days = []
+        day = _local_day_of(self.since, self.tzinfo)
+        while (start := _local_day_start(day, self.tzinfo)) < self.until:
+            days.append((day, max(start, self.since)))
+            day += timedelta(days=1)
+        return days
+
+    @property
+    def days_are_utc_days(self) -> bool:
+        """Whether every day bucket is a UTC day, which the daily rollups hold."""
+        return all(bucket.astimezone(UTC).hour == 0 for bucket in self.buckets())
 
 
 def _hour_floor(moment: datetime) -> datetime:
@@ -79,29 +94,60 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def _local_day_start(day: date, zone: tzinfo) -> datetime:
+    """The UTC hour holding the local midnight that starts `day` in `zone`."""
+    return _hour_floor(datetime.combine(day, time.min, tzinfo=zone))
+
+
+# An hourly bucket belongs to the local day whose (hour-floored) start it is at or after: the
+# day of its last moment, for a midnight falling within the hour.
+_HOUR_END = timedelta(seconds=3599)
+
+
+def _local_day_of(bucket: datetime, zone: tzinfo) -> date:
+    return (bucket + _HOUR_END).astimezone(zone).date()
+
+
+def _local_day_sql(zone: str) -> str:
+    """SQL for the local day (a midnight without zone) of a rollup row's hourly `bucket`, as `_local_day_of`."""
+    if zone not in time_zone_names():
+        raise ValueError(f"not a time zone: {zone!r}")
+    return f"date_trunc('day', (bucket + interval '3599 seconds') AT TIME ZONE '{zone}')"
+
+
 def window_from(
-    *, range_key: str = DEFAULT_RANGE, start: date | None = None, end: date | None = None, now: datetime | None = None
+    *,
+    range_key: str = DEFAULT_RANGE,
+    start: date | None = None,
+    end: date | None = None,
+    now: datetime | None = None,
+    zone: tzinfo | None = None,
 ) -> Window:
     """The window for a range choice ("24h", "7d", "30d", "90d", or "custom" with dates).
 
     It starts on a bucket boundary and never ends in the future: a window reaching today ends
-    now, within the current hour's (or day's) bucket.
+    now, within the current hour's (or day's) bucket. Days and dates are those of `zone`
+    (default: the current time zone, the viewer's).
     """
     now = now or timezone.now()
+    zone = zone or timezone.get_current_timezone()
+    name = str(getattr(zone, "key", None) or zone)
     if range_key == "custom" and start and end:
         start, end = min(start, end), max(start, end)
-        since, until = _day_start(start), min(_day_start(end) + timedelta(days=1), now)
+        since = _local_day_start(start, zone)
+        until = min(_local_day_start(end + timedelta(days=1), zone), now)
         granularity = "hour" if until - since <= HOURLY_MAX_SPAN else "day"
-        return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity)
+        return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity, name)
     if range_key in DAY_RANGES:
         label, days = DAY_RANGES[range_key]
-        tomorrow = _day_start(now.astimezone(UTC).date()) + timedelta(days=1)
-        return Window(range_key, label, tomorrow - timedelta(days=days), now, "day")
+        today = now.astimezone(zone).date()
+        since = _local_day_start(today + timedelta(days=1 - days), zone)
+        return Window(range_key, label, since, now, "day", name)
     if range_key not in RANGES:
         range_key = DEFAULT_RANGE
     label, span = RANGES[range_key]
     next_hour = _hour_floor(now) + timedelta(hours=1)
-    return Window(range_key, label, next_hour - span, now, "hour")
+    return Window(range_key, label, next_hour - span, now, "hour", name)
 
 
 @dataclass(frozen=True)
@@ -251,8 +297,10 @@ def _segments(window: Window) -> list[_Segment]:
     A week of hourly buckets holds many times the rows of its six or seven days, and only the
     charts need hours; totals and breakdowns can sum days.
     """
-    if window.granularity == "day":
+    if window.granularity == "day" and window.since == _day_start(window.since.astimezone(UTC).date()):
         return [_Segment("day", window.since, window.until)]
+    # Otherwise (hours, or days starting at a local midnight that is not a UTC one) the UTC days
+    # in between are read from daily rollups.
     first_day = _day_start(window.since.astimezone(UTC).date())
     if first_day < window.since:
         first_day += timedelta(days=1)
@@ -325,10 +373,17 @@ class _Rows:
             return cursor.fetchall()
 
     def sums(
-        self, *, key: str, measures: Sequence[str], by_cost: bool = False, limit: int | None = None
+        self,
+        *,
+        key: str,
+        measures: Sequence[str],
+        by_cost: bool = False,
+        limit: int | None = None,
+        key_sql: str | None = None,
     ) -> list[UsageStats]:
-        """The measures summed per value of the column `key`, one `UsageStats` each."""
-        select = ", ".join((key, *(f"SUM({name})" for name in measures)))
+        """The measures summed per value of the column `key` (or of `key_sql`, an expression over
+        it), one `UsageStats` each."""
+        select = ", ".join((key_sql or key, *(f"SUM({name})" for name in measures)))
         # Biggest spenders first, then most requests: the order of every breakdown.
         order_by = f"{2 + measures.index('cost')} DESC, {2 + measures.index('requests')} DESC, 1" if by_cost else ""
         rows = self.fetch(select, columns=(key, *measures), group_by="1", order_by=order_by, limit=limit)
@@ -419,13 +474,41 @@ def _usage_rows(
 
 def usage_series(*, scope: Scope, window: Window, filters: UsageFilters) -> list[UsageStats]:
     """One `UsageStats` per bucket of the window, zero where there was no traffic."""
-    found = {}
+    buckets = window.buckets()
+    found: dict[datetime, UsageStats] = {}
     if scope.org_ids:
-        rows = _usage_rows(scope=scope, window=window, filters=filters)
-        for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES):
-            stats.key = _moment(stats.key)
-            found[stats.key] = stats
-    return [found.get(bucket) or UsageStats(key=bucket) for bucket in window.buckets()]
+        read = _as_read(window)
+        rows = _usage_rows(scope=scope, window=read, filters=filters)
+        to_bucket = _bucket_mapper(window, read)
+        key_sql = _local_day_sql(window.zone) if read is not window and connection.vendor == "postgresql" else None
+        for stats in rows.sums(key="bucket", measures=ADDITIVE_MEASURES, key_sql=key_sql):
+            stats.key = to_bucket(stats.key, summed_by_day=key_sql is not None)
+            if stats.key in found:
+                found[stats.key].merge(stats)
+            else:
+                found[stats.key] = stats
+    return [found.get(bucket) or UsageStats(key=bucket) for bucket in buckets]
+
+
+def _bucket_mapper(window: Window, read: Window):
+    """What turns a key read from the rollups into the window's bucket: an hour's bucket, or a
+    local day's (from an hour, or from a day PostgreSQL summed)."""
+    if read is window:
+        return lambda key, summed_by_day: _moment(key)
+    starts = dict(window.days())
+
+    def to_bucket(key, *, summed_by_day: bool) -> datetime:
+        day = key.date() if summed_by_day else _local_day_of(_moment(key), window.tzinfo)
+        return starts.get(day) or window.since
+
+    return to_bucket
+
+
+def _as_read(window: Window) -> Window:
+    """The window as its rollups are read: days that are not UTC days are summed from hours."""
+    if window.granularity == "day" and not window.days_are_utc_days:
+        return replace(window, granularity="hour")
+    return window
 
 
 def first_traffic(*, scope: Scope, window: Window, filters: UsageFilters) -> datetime | None:
@@ -468,27 +551,41 @@ def error_type_series(*, scope: Scope, window: Window, filters: UsageFilters) ->
     """Errors per bucket for each error type, aligned with `window.buckets()`."""
     if not scope.org_ids:
         return {}
-    rows = _usage_rows(scope=scope, window=window, filters=filters, by="error_type")
+    read = _as_read(window)
+    rows = _usage_rows(scope=scope, window=read, filters=filters, by="error_type")
     position = {bucket: index for index, bucket in enumerate(window.buckets())}
+    to_bucket = _bucket_mapper(window, read)
+    key_sql = _local_day_sql(window.zone) if read is not window and connection.vendor == "postgresql" else None
     series: dict[str, list[int]] = {}
     columns = ("bucket", "error_type", "errors")
-    for bucket, error_type, count in rows.fetch("bucket, error_type, SUM(errors)", columns=columns, group_by="1, 2"):
+    select = f"{key_sql or 'bucket'}, error_type, SUM(errors)"
+    for key, error_type, count in rows.fetch(select, columns=columns, group_by="1, 2"):
         counts = series.setdefault(error_type, [0] * len(position))
-        if (index := position.get(_moment(bucket))) is not None:
+        if (index := position.get(to_bucket(key, summed_by_day=key_sql is not None))) is not None:
             counts[index] += int(count)
     return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
 
 
-def filter_choices(*, scope: Scope, window: Window) -> dict[str, list[str]]:
-    """The providers, models and experiments seen in the scope over the window, for filter menus."""
-    choices: dict[str, set[str]] = {"provider": set(), "model": set(), "experiment_id": set()}
+# The menus of the usage pages' filters; the explorer's add end users and error types.
+USAGE_CHOICES = ("provider", "model", "experiment_id")
+EXPLORER_CHOICES = (*USAGE_CHOICES, "user_id", "error_type")
+
+
+def filter_choices(*, scope: Scope, window: Window, dimensions: Sequence[str] = USAGE_CHOICES) -> dict[str, list[str]]:
+    """The values of `dimensions` seen in the scope over the window, for filter menus.
+
+    From the facet rollups wherever they hold the dimensions (whole days), else from the
+    combinations (per user where end users are asked for).
+    """
+    choices: dict[str, set[str]] = {name: set() for name in dimensions}
+    by = "user_id" if "user_id" in choices else None
     facets, combinations = [], []
     for segment in _segments(window) if scope.org_ids else []:
         model = _answers_from_facets(scope=scope, filters=UsageFilters(), segment=segment, dimensions=tuple(choices))
         if model is not None:
             facets.append(_facets(model, scope=scope, segment=segment, dimensions=tuple(choices)))
         else:
-            combinations.append(_combinations(scope=scope, segment=segment, filters=UsageFilters(), by=None))
+            combinations.append(_combinations(scope=scope, segment=segment, filters=UsageFilters(), by=by))
     if facets:
         for name, value in _Rows(tuple(facets)).fetch("DISTINCT dimension, value", columns=("dimension", "value")):
             choices[name].add(value)
@@ -512,225 +609,6 @@ def org_names(*, org_ids: Iterable[str]) -> dict[str, str]:
     return dict(Organisation.objects.filter(slug__in=list(org_ids)).values_list("slug", "name"))
 
 
-# --- Raw request logs -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogFilters:
-    project_id: str = ""
-    user_id: str = ""
-    provider: str = ""
-    model: str = ""
-    status: str = ""
-    experiment_id: str = ""
-    error_type: str = ""
-    search: str = ""
-
-
-@dataclass
-class LogPage:
-    rows: list[RequestLog]
-    next_cursor: str | None
-    # True when a text search stopped at SEARCH_SCAN_ROWS before filling the page.
-    search_stopped_early: bool = False
-    searched_rows: int = 0
-
-
-_LIST_FIELDS = (
-    "id",
-    "timestamp",
-    "org_id",
-    "project_id",
-    "user_id",
-    "experiment_id",
-    "provider",
-    "model",
-    "status",
-    "status_code",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "latency",
-    "ttfb",
-    "stream",
-    "path",
-)
-
-
-def encode_cursor(row: RequestLog) -> str:
-    raw = f"{row.timestamp.astimezone(UTC).isoformat()}|{row.pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, record_id = raw.split("|", 1)
-        return datetime.fromisoformat(moment), record_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _logs(*, org: Organisation, window: Window, filters: LogFilters, cursor: str | None) -> QuerySet:
-    rows = RequestLog.objects.filter(org_id=org.slug, timestamp__gte=window.since, timestamp__lt=window.until)
-    for name in ("project_id", "user_id", "provider", "model", "status", "experiment_id", "error_type"):
-        if value := getattr(filters, name):
-            rows = rows.filter(**{name: value})
-    if cursor and (position := decode_cursor(cursor)):
-        moment, record_id = position
-        rows = rows.filter(timestamp__lte=moment).exclude(timestamp=moment, id__gte=record_id)
-    return rows.order_by("-timestamp", "-id")
-
-
-def request_logs_page(
-    *,
-    org: Organisation,
-    window: Window,
-    filters: LogFilters,
-    cursor: str | None = None,
-    page_size: int = EXPLORER_PAGE_SIZE,
-) -> LogPage:
-    """One page of an org's request logs, newest first, paged by (timestamp, id) without counting."""
-    rows = _logs(org=org, window=window, filters=filters, cursor=cursor)
-    if filters.search and (exporter := search_exporter()) is not None:
-        return _elasticsearch_page(
-            exporter=exporter, org=org, window=window, filters=filters, rows=rows, cursor=cursor, page_size=page_size
-        )
-    if filters.search:
-        return _searched_page(rows=rows, search=filters.search, page_size=page_size)
-    page = list(rows.only(*_LIST_FIELDS)[: page_size + 1])
-    next_cursor = encode_cursor(page[page_size - 1]) if len(page) > page_size else None
-    return LogPage(rows=page[:page_size], next_cursor=next_cursor)
-
-
-def _searched_page(*, rows: QuerySet, search: str, page_size: int) -> LogPage:
-    """Newest matches first, in chunks of SEARCH_CHUNK_ROWS rows: a common word fills the page from
-    the first chunk, a rare one stops at SEARCH_SCAN_ROWS with a cursor to search on from."""
-    content = Concat(
-        Coalesce(KT("log_data__attributes__request"), Value(""), output_field=TextField()),
-        Coalesce(KT("log_data__attributes__response"), Value(""), output_field=TextField()),
-        output_field=TextField(),
-    )
-    page: list[RequestLog] = []
-    scanned = 0
-    while True:
-        boundary = rows.only("id", "timestamp")[SEARCH_CHUNK_ROWS - 1 : SEARCH_CHUNK_ROWS].first()
-        chunk = rows
-        if boundary is not None:
-            # Written as a plain range plus an exclusion, so that the timestamp bound is an index condition.
-            chunk = rows.filter(timestamp__gte=boundary.timestamp).exclude(
-                timestamp=boundary.timestamp, id__lt=boundary.pk
-            )
-        matches = chunk.alias(content=content).filter(content__icontains=search).only(*_LIST_FIELDS)
-        page += matches[: page_size + 1 - len(page)]
-        if len(page) > page_size:
-            return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
-        if boundary is None:
-            return LogPage(rows=page, next_cursor=None)
-        scanned += SEARCH_CHUNK_ROWS
-        if scanned >= SEARCH_SCAN_ROWS:
-            return LogPage(
-                rows=page, next_cursor=encode_cursor(boundary), search_stopped_early=True, searched_rows=scanned
-            )
-        rows = rows.filter(timestamp__lte=boundary.timestamp).exclude(timestamp=boundary.timestamp, id__gte=boundary.pk)
-
-
-def search_exporter():
-    """The Elasticsearch exporter whose companion text indices serve explorer searches, or None.
-
-    Only when Elasticsearch is an enabled exporter (ENABLED_EXPORTERS) and writes the
-    `text-<index>-*` search documents; otherwise the explorer searches PostgreSQL.
-    """
-    if "elasticsearch" not in settings.ENABLED_EXPORTERS:
-        return None
-    from telemetry.exporters import exporters
-    from telemetry.selectors import exporter_config
-
-    config = exporter_config(name="elasticsearch")
-    if config is None or not config.enabled:
-        return None
-    exporter = exporters.get(config)
-    return exporter if getattr(exporter, "search_index", None) else None
-
-
-def search_log_hits(
-    *, exporter, org: Organisation, window: Window, search: str, cursor: str | None, limit: int
-) -> list[tuple[str, datetime]]:
-    """(id, timestamp) of the newest records of `org` whose request or response text matches."""
-    from elasticsearch.dsl import Search
-
-    until = window.until
-    if cursor and (position := decode_cursor(cursor)):
-        until = min(until, position[0] + timedelta(milliseconds=1))
-    query = (
-        Search(using=exporter.client, index=f"{exporter.search_index}-*")
-        .filter("term", **{"attributes.org_id": org.slug})
-        .filter("range", timestamp={"gte": window.since.isoformat(), "lt": until.isoformat()})
-        .query(
-            "multi_match",
-            query=search,
-            fields=["attributes.request_text", "attributes.response_text"],
-            operator="and",
-        )
-        .sort({"timestamp": {"order": "desc"}})
-        .source(["attributes.id", "timestamp"])
-        .params(ignore_unavailable=True, allow_no_indices=True)
-    )[:limit]
-    return [(hit.attributes.id, datetime.fromisoformat(str(hit.timestamp)).astimezone(UTC)) for hit in query.execute()]
-
-
-def _elasticsearch_page(*, exporter, org, window, filters, rows, cursor, page_size) -> LogPage:
-    # The index knows the words; the database still applies every filter and the org itself.
-    hits = search_log_hits(
-        exporter=exporter, org=org, window=window, search=filters.search, cursor=cursor, limit=SEARCH_INDEX_HITS
-    )
-    page = list(rows.filter(pk__in=[record_id for record_id, _ in hits]).only(*_LIST_FIELDS)[: page_size + 1])
-    if len(page) > page_size:
-        return LogPage(rows=page[:page_size], next_cursor=encode_cursor(page[page_size - 1]))
-    if len(hits) == SEARCH_INDEX_HITS:
-        oldest = RequestLog(id=hits[-1][0], timestamp=hits[-1][1])
-        return LogPage(rows=page, next_cursor=encode_cursor(oldest), search_stopped_early=True, searched_rows=len(hits))
-    return LogPage(rows=page, next_cursor=None)
-
-
-def request_log_for_org(*, org: Organisation, log_id: str) -> RequestLog:
-    """One request log of `org`, or Http404: the org is part of the lookup, never checked after."""
-    try:
-        return RequestLog.objects.get(org_id=org.slug, pk=log_id)
-    except (RequestLog.DoesNotExist, ValueError) as error:
-        raise Http404("No such request log") from error
-
-
-def looks_like_request_id(text: str) -> bool:
-    """Whether a search could be a request id (gateway or provider): one token, with digits."""
-    text = text.strip()
-    return 8 <= len(text) <= 200 and not any(c.isspace() for c in text) and any(c.isdigit() for c in text)
-
-
-def request_log_find(*, org_ids: Sequence[str] | None, request_id: str) -> RequestLog | None:
-    """The request log with this gateway request id (x-request-id) or provider request id, among
-    the logs of `org_ids` (None: every org's), or None.
-
-    The gateway's id is the primary key. A provider's id is only in the document, so it is looked
-    for among the newest SEARCH_SCAN_ROWS rows: the id of a request one has just made.
-    """
-    request_id = request_id.strip()
-    if not request_id or len(request_id) > 200 or any(character.isspace() for character in request_id):
-        return None
-    rows = RequestLog.objects.all() if org_ids is None else RequestLog.objects.filter(org_id__in=list(org_ids))
-    found = rows.filter(pk=request_id).only("id", "org_id").first()
-    if found is not None:
-        return found
-    newest = rows.order_by("-timestamp").values("pk")[:SEARCH_SCAN_ROWS]
-    return (
-        RequestLog.objects.filter(pk__in=newest, log_data__attributes__metadata__provider_request_id=request_id)
-        .only("id", "org_id")
-        .order_by("-timestamp")
-        .first()
-    )
-
-
 def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:
     """The breakdown tables a page shows: every dimension below the page's own level."""
     if scope.across_orgs:
@@ -740,6 +618,24 @@ def breakdown_dimensions(*, scope: Scope) -> Sequence[str]:
     if scope.project_id is not None:
         return ("user_id", "model", "provider", "experiment_id", "error_type")
     return ("project_id", "user_id", "model", "provider", "experiment_id", "error_type")
+
+
+def user_time_zone(*, user) -> ZoneInfo | None:
+    """The time zone `user` saved, or None (anonymous, or none saved yet: UTC)."""
+    if not user.is_authenticated:
+        return None
+    from dashboards.models import DashboardPreference
+
+    name = DashboardPreference.objects.filter(user=user).values_list("time_zone", flat=True).first()
+    if not name or name not in time_zone_names():
+        return None
+    return ZoneInfo(name)
+
+
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """Every IANA time zone name this system knows."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 def demo_org_slugs() -> list[str]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
-import operator
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-import orjson
 from django.db import connection, connections, transaction
 
 from dashboards import demo, rollups, thread_rollups
@@ -17,11 +15,9 @@ from dashboards.models import ThreadUsage, ThreadUser
 from proxy import services as proxy_services
 from proxy.models import Organisation, Project
 from telemetry import services as telemetry_services
-from telemetry.models import RequestLog
 
 Progress = Callable[[int, int], None]
-COPY_CHUNK_ROWS = 50_000
-ORM_BATCH_ROWS = 2_000
+LOAD_CHUNK_ROWS = 50_000
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -74,25 +70,35 @@ def demo_logs_seed(
 ) -> SeedResult:
     """Load `count` demo request logs over the last `days`, with their orgs and projects, then their rollups.
 
-    On PostgreSQL the rows are generated and COPYed by `workers` processes (default: one per
-    core), each chunk in its own transaction; on SQLite they go through the ORM in this process.
+    On PostgreSQL the documents are generated and stored by `workers` processes (default: one
+    per core); on SQLite in this process. Either way through telemetry's bulk load.
     """
     end = end or datetime.now(UTC)
     plan = demo.plan_demo(org_count=org_count, count=count, days=days, end=end)
     _ensure_orgs(plan.orgs)
     # Their own months, rather than the request-log table's default partition.
     telemetry_services.log_partitions_cover(since=plan.start, until=end)
-    chunks = plan.chunks(rows_per_chunk=COPY_CHUNK_ROWS)
+    chunks = plan.chunks(rows_per_chunk=LOAD_CHUNK_ROWS)
     progress(0, plan.total)
     if connection.vendor == "postgresql":
-        _copy_in_parallel(plan, chunks, workers=workers or os.cpu_count() or 1, progress=progress)
+        _load_in_parallel(plan, chunks, workers=workers or os.cpu_count() or 1, progress=progress)
     else:
         done = 0
         for hours in chunks:
-            done += _bulk_create_rows(demo.generate_rows(plan=plan, hours=hours))
+            done += _load(demo.generate_documents(plan=plan, hours=hours))
             progress(done, plan.total)
     rollups_rebuild(since=plan.start.date(), until=end.astimezone(UTC).date(), progress=rollup_progress)
     return SeedResult(rows=plan.total, orgs=[org.slug for org in plan.orgs], since=plan.start, until=end)
+
+
+def user_time_zone_save(*, user, time_zone: str) -> None:
+    """Save the time zone `user` sees the dashboards in; ValueError for a name that is not one."""
+    from dashboards.models import DashboardPreference
+    from dashboards.selectors import time_zone_names
+
+    if time_zone not in time_zone_names():
+        raise ValueError(f"not a time zone: {time_zone!r}")
+    DashboardPreference.objects.update_or_create(user=user, defaults={"time_zone": time_zone})
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ def demo_data_remove() -> DemoRemoval:
     # Logs of a demo org whose row was deleted by hand go too.
     slugs = set(orgs) | {demo.demo_org_name(index)[0] for index in range(len(demo.ORG_NAMES))}
     with transaction.atomic():
-        logs, _ = RequestLog.objects.filter(org_id__in=slugs).delete()
+        logs = telemetry_services.request_logs_delete(org_ids=slugs)
         for rollup, _unit in rollups.ROLLUPS:
             rollup.objects.filter(org_id__in=slugs).delete()
         for thread_rollup in (ThreadUsage, ThreadUser):
@@ -131,30 +137,26 @@ def _ensure_orgs(world: list[demo.DemoOrg]) -> None:
                     Project.objects.filter(pk=project.pk).update(content_logging=logging)
 
 
-# DemoRow fields in COPY column order; the timestamp goes in as ISO text, which is cheaper to make.
-_ROW_FIELDS = [item.name for item in fields(demo.DemoRow) if item.name != "timestamp_text"]
-_COPY_ATTRS = operator.attrgetter(*["timestamp_text" if name == "timestamp" else name for name in _ROW_FIELDS])
 _plan_for_workers: demo.DemoPlan | None = None
 
 
-def _copy_chunk(hours: range) -> int:
-    """Generate and COPY one chunk of the plan, in one transaction. Runs in a worker process."""
-    columns = [RequestLog._meta.get_field(name).column for name in _ROW_FIELDS]
-    statement = f"COPY {RequestLog._meta.db_table} ({', '.join(columns)}) FROM STDIN"
-    rows = 0
-    connection.ensure_connection()
+def _load_chunk(hours: range) -> int:
+    """Generate and store one chunk of the plan. Runs in a worker process."""
     try:
-        with transaction.atomic(), connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in demo.generate_rows(plan=_plan_for_workers, hours=hours):
-                copy.write_row(_COPY_ATTRS(row))
-                rows += 1
+        return _load(demo.generate_documents(plan=_plan_for_workers, hours=hours))
     finally:
         # Workers end without Django's request cycle to close connections; leave none behind.
         connection.close()
-    return rows
 
 
-def _copy_in_parallel(plan: demo.DemoPlan, chunks: list[range], *, workers: int, progress: Progress) -> None:
+def _load(documents) -> int:
+    result = telemetry_services.request_logs_load(documents=documents)
+    if result.refused:
+        raise ValueError(f"demo documents refused by the request log: {next(iter(result.refused.values()))}")
+    return result.stored
+
+
+def _load_in_parallel(plan: demo.DemoPlan, chunks: list[range], *, workers: int, progress: Progress) -> None:
     global _plan_for_workers
     _plan_for_workers = plan
     # Forked workers must open their own connections, not share this process's socket.
@@ -163,7 +165,7 @@ def _copy_in_parallel(plan: demo.DemoPlan, chunks: list[range], *, workers: int,
     try:
         pool = multiprocessing.get_context("fork").Pool(processes=workers)
         try:
-            for rows in pool.imap_unordered(_copy_chunk, chunks):
+            for rows in pool.imap_unordered(_load_chunk, chunks):
                 done += rows
                 progress(done, plan.total)
             pool.close()
@@ -174,13 +176,3 @@ def _copy_in_parallel(plan: demo.DemoPlan, chunks: list[range], *, workers: int,
             pool.join()
     finally:
         _plan_for_workers = None
-
-
-def _bulk_create_rows(rows) -> int:
-    batch = []
-    for row in rows:
-        values = {name: getattr(row, name) for name in _ROW_FIELDS}
-        values["log_data"] = orjson.loads(row.log_data)
-        batch.append(RequestLog(**values))
-    RequestLog.objects.bulk_create(batch, batch_size=ORM_BATCH_ROWS)
-    return len(batch)

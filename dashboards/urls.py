@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("export.csv", views.overview_export, name="overview_export"),
     path("find", views.find_request, name="find"),
+    path("time-zone", views.time_zone, name="time_zone"),
     path("orgs/<slug:org_slug>/", views.org_dashboard, name="org"),
     path("orgs/<slug:org_slug>/export.csv", views.org_export, name="org_export"),
     path("orgs/<slug:org_slug>/projects/<slug:project_slug>/", views.project_dashboard, name="project"),

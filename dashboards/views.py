@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
-from dashboards import access, pages, selectors, sessions
-from dashboards.forms import LogFilterForm, SessionFilterForm, UsageFilterForm
+from dashboards import access, pages, selectors, services, sessions
+from dashboards.forms import LogFilterForm, SessionFilterForm, TimeZoneForm, UsageFilterForm
 from dashboards.selectors import Scope
-from telemetry.models import document_without_content
+from telemetry import read
 
 CSV_COLUMNS = (
     ("requests", "requests"),
@@ -116,13 +116,17 @@ def _export(request, *, scope: Scope, name: str):
     window = form.window()
     rows = selectors.usage_breakdown(scope=scope, window=window, filters=form.usage_filters(), by=dimension, limit=None)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    filename = f"{slugify(name)}-by-{dimension.removesuffix('_id')}-{window.since:%Y%m%d}-{window.until:%Y%m%d}.csv"
+    # The window's bounds in the viewer's time zone, with its offset, on every row.
+    since, until = (moment.astimezone(window.tzinfo) for moment in (window.since, window.until))
+    filename = f"{slugify(name)}-by-{dimension.removesuffix('_id')}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
-    writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS)])
+    writer.writerow([dimension, *(header for header, _ in CSV_COLUMNS), "window_start", "window_end"])
+    bounds = [since.isoformat(timespec="seconds"), until.isoformat(timespec="seconds")]
     for stats in rows:
         values = [getattr(stats, attribute) for _, attribute in CSV_COLUMNS]
-        writer.writerow([_csv_cell(stats.key), *("" if value is None else _csv_cell(value) for value in values)])
+        cells = ("" if value is None else _csv_cell(value) for value in values)
+        writer.writerow([_csv_cell(stats.key), *cells, *bounds])
     return response
 
 
@@ -172,16 +176,19 @@ def log_explorer(request, org_slug):
     form = LogFilterForm(request.GET)
     window = form.window()
     filters = form.log_filters()
+    text = form.search_text()
     # A request id pasted into the search opens that request.
-    if filters.search and not form.value("cursor") and selectors.looks_like_request_id(filters.search):
-        found = selectors.request_log_find(org_ids=[org.slug], request_id=filters.search)
+    if text and not form.value("cursor") and read.looks_like_request_id(text):
+        found = read.request_log_find(org_ids=[org.slug], request_id=text)
         if found is not None:
             return redirect("dashboards:log_detail", org.slug, found.pk)
     content_visible = access.may_see_content(user=request.user, org=org)
     if not content_visible:
         # Not run at all: which rows match would tell what the prompts and replies say.
-        filters = dataclasses.replace(filters, search="")
-    page = selectors.request_logs_page(org=org, window=window, filters=filters, cursor=form.value("cursor"))
+        text = ""
+    page = read.request_log_search(
+        org_id=org.slug, window=window, text=text, filters=filters, cursor=form.value("cursor")
+    )
     query = {key: value for key, value in request.GET.items() if key != "cursor" and value}
     return render(
         request,
@@ -191,9 +198,12 @@ def log_explorer(request, org_slug):
             "form": form,
             "window": window,
             "filters": filters,
+            "search": text,
             "log_page": page,
             "params": pages.usage_params(request.GET),
-            "choices": selectors.filter_choices(scope=Scope(org_ids=(org.slug,)), window=window),
+            "choices": selectors.filter_choices(
+                scope=Scope(org_ids=(org.slug,)), window=window, dimensions=selectors.EXPLORER_CHOICES
+            ),
             "projects": selectors.project_names(org_ids=[org.slug]),
             "next_url": pages.with_params(request.path, query | {"cursor": page.next_cursor})
             if page.next_cursor
@@ -206,12 +216,31 @@ def log_explorer(request, org_slug):
     )
 
 
+@require_POST
+@login_required
+def time_zone(request):
+    """Save the time zone the user sees every page in: picked in the header, or the browser's own
+    sent by the page on a first visit (`detected`, answered with 204 rather than a redirect)."""
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Not a time zone.", content_type="text/plain; charset=utf-8")
+    services.user_time_zone_save(user=request.user, time_zone=form.cleaned_data["time_zone"])
+    if form.cleaned_data["detected"]:
+        return HttpResponse(status=204)
+    next_url = form.cleaned_data["next"]
+    if not next_url or not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse("dashboards:overview")
+    return redirect(next_url)
+
+
 @require_GET
 @login_required
 def find_request(request):
     """The request with the gateway's (x-request-id) or the provider's request id given as `id`,
     among the orgs the user may see; 404 for any other."""
-    found = selectors.request_log_find(
+    found = read.request_log_find(
         org_ids=access.visible_org_slugs(user=request.user), request_id=request.GET.get("id", "")
     )
     if found is None:
@@ -223,11 +252,13 @@ def find_request(request):
 @login_required
 def log_detail(request, org_slug, log_id):
     org = access.org_for_user(user=request.user, org_slug=org_slug)
-    log = selectors.request_log_for_org(org=org, log_id=log_id)
+    log = read.request_log_get(org_id=org.slug, request_id=log_id)
+    if log is None:
+        raise Http404("No such request log")
     document = log.log_data if isinstance(log.log_data, dict) else {}
     content_visible = access.may_see_content(user=request.user, org=org)
     if not content_visible:
-        document = document_without_content(document)
+        document = read.document_without_content(document)
     attributes = document.get("attributes") or {}
     metadata = attributes.get("metadata") or {}
     response = attributes.get("response")

@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from gateway_project import crypto
+from telemetry import schema
 
 
 class RequestLog(models.Model):
@@ -20,31 +21,10 @@ class RequestLog(models.Model):
     stays the model's primary key, since an id is unique on its own.
     """
 
+    # The record id. Every other column but the document is a copy of one of its fields,
+    # added below from `telemetry.schema`, which says how each is read from the document.
     id = models.CharField(primary_key=True, max_length=64)
-    timestamp = models.DateTimeField()
     log_data = models.JSONField()
-    ttfb = models.IntegerField(null=True, help_text="ms")
-    latency = models.IntegerField(null=True, help_text="ms")
-    org_id = models.CharField(max_length=100)
-    # NULL where the document has null, so that a missing value never reads as an empty id.
-    project_id = models.CharField(max_length=100, null=True)  # noqa: DJ001
-    user_id = models.CharField(max_length=256, null=True)  # noqa: DJ001
-    experiment_id = models.CharField(max_length=200, null=True)  # noqa: DJ001
-    thread_id = models.CharField(max_length=200, null=True)  # noqa: DJ001
-    provider = models.CharField(max_length=32, null=True)  # noqa: DJ001
-    model = models.CharField(max_length=200, null=True)  # noqa: DJ001
-    status = models.CharField(max_length=16)
-    status_code = models.SmallIntegerField()
-    error_type = models.CharField(max_length=100, null=True)  # noqa: DJ001
-    input_tokens = models.IntegerField()
-    output_tokens = models.IntegerField()
-    # Of the input tokens, those read from the provider's prompt cache (metadata.tokens.cache_read).
-    cache_read_tokens = models.IntegerField(default=0, db_default=0)
-    total_tokens = models.IntegerField()
-    cost = models.DecimalField(max_digits=18, decimal_places=10, null=True)
-    provider_latency = models.IntegerField(null=True, help_text="ms")
-    path = models.CharField(max_length=64)
-    stream = models.BooleanField()
 
     class Meta:
         db_table = settings.POSTGRES_LOG_TABLE
@@ -70,6 +50,11 @@ class RequestLog(models.Model):
 
     def __str__(self):
         return f"{self.id} {self.timestamp:%Y-%m-%d %H:%M:%S} {self.org_id}"
+
+
+for _column, _field in schema.BY_COLUMN.items():
+    if _column != "id":
+        RequestLog.add_to_class(_column, _field.model_field())
 
 
 REQUEST_CONTENT_PERMISSION = "telemetry.view_request_content"

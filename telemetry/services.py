@@ -26,6 +26,8 @@ from telemetry.exporters.base import json_bytes, parse_timestamp, record_id
 from telemetry.models import DeadLetter, ExporterSetting, RequestLog
 
 logger = logging.getLogger(__name__)
+# Records per transaction of a bulk load.
+LOAD_BATCH_SIZE = 5_000
 
 
 class ExportRetry(Exception):
@@ -371,3 +373,48 @@ def log_partitions_maintain(*, now: datetime | None = None) -> partitions.Mainte
 def log_partitions_cover(*, since: datetime, until: datetime) -> list[str]:
     """Months of the request-log table for rows about to be loaded from `since` to `until`."""
     return partitions.partitions_ensure(connection, table=RequestLog._meta.db_table, since=since, until=until)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    stored: int
+    refused: dict[str, str]
+
+
+def request_logs_load(
+    *, documents: Iterable[dict], after_insert: bool = False, batch_size: int = LOAD_BATCH_SIZE
+) -> LoadResult:
+    """Store record documents as request logs, as the Postgres exporter stores them (COPY, once
+    per record however often loaded), in transactions of `batch_size`; for bulk loads such as
+    demo traffic. The rollups' after-insert hooks run only with `after_insert`: a bulk load
+    usually rebuilds them once at its end instead.
+
+    Documents the table refuses are returned in `refused` (id: reason), not stored.
+    """
+    from telemetry.exporters.postgres import PostgresExporter
+
+    exporter = PostgresExporter("request-log-load", after_insert=None if after_insert else [])
+    stored, refused = 0, {}
+    batch: list[dict] = []
+    for document in documents:
+        batch.append(document)
+        if len(batch) >= batch_size:
+            stored += _load_batch(exporter, batch, refused)
+            batch = []
+    if batch:
+        stored += _load_batch(exporter, batch, refused)
+    return LoadResult(stored=stored, refused=refused)
+
+
+def _load_batch(exporter, batch: list[dict], refused: dict[str, str]) -> int:
+    result = exporter.export(batch)
+    if result.failed_transiently:
+        raise ExportError(f"could not load request logs: {result.transient_error}")
+    refused.update(result.failed)
+    return len(result.succeeded)
+
+
+def request_logs_delete(*, org_ids: Iterable[str]) -> int:
+    """Delete every request log of these orgs; returns how many."""
+    deleted, _ = RequestLog.objects.filter(org_id__in=list(org_ids)).delete()
+    return deleted

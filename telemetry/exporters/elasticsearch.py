@@ -57,10 +57,11 @@ from datetime import UTC, datetime, timedelta
 
 from elastic_transport import HttpHeaders, Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch, SerializationError, TransportError
-from elasticsearch.dsl import Boolean, Date, Double, Index, InnerDoc, Integer, Keyword, Long, Mapping, Object, Text
+from elasticsearch.dsl import Date, Index, InnerDoc, Keyword, Mapping, Object, Text
 from elasticsearch.helpers import streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
+from telemetry import schema
 from telemetry.exporters.base import Exporter, ExportError, ExportResult, parse_timestamp, record_id
 from telemetry.storable import storable_text
 
@@ -88,62 +89,6 @@ class PlainJsonNode(Urllib3HttpNode):
 
 
 # --- Index templates -----------------------------------------------------------------
-
-
-class Tokens(InnerDoc):
-    input = Long()
-    output = Long()
-    total = Long()
-    cache_read = Long()
-    cache_write = Long()
-    reasoning = Long()
-
-
-class Metadata(InnerDoc):
-    project_id = Keyword()
-    project_name = Keyword()
-    latency = Long()
-    ttfb = Long()
-    tokens = Object(Tokens)
-    cost = Double()
-    cost_unknown = Boolean()
-    truncated_fields = Keyword()
-    status = Keyword()
-    path = Keyword()
-    method = Keyword()
-    request_size = Long()
-    response_size = Long()
-    provider_latency = Long()
-    status_code = Integer()
-    provider_status_code = Integer()
-    error_count = Integer()
-    error_type = Keyword()
-    provider_error_count = Integer()
-    provider_error_type = Keyword()
-    provider_request_id = Keyword()
-    upstream_model = Keyword()
-    stream = Boolean()
-    streamed_data_truncated = Boolean()
-    client_disconnected = Boolean()
-    content_redacted = Boolean()
-    usage_estimated = Boolean()
-    error_message = Text()
-
-
-class Attributes(InnerDoc):
-    id = Keyword()
-    thread_id = Keyword()
-    org_id = Keyword()
-    user_id = Keyword()
-    project_id = Keyword()
-    experiment_id = Keyword()
-    provider = Keyword()
-    model = Keyword()
-    trace_id = Keyword()
-    span_id = Keyword()
-    request = Object(enabled=False)
-    response = Object(enabled=False)
-    metadata = Object(Metadata)
 
 
 class SearchAttributes(InnerDoc):
@@ -178,18 +123,9 @@ def record_template(
     """The `template` part of the composable template for the record indices `<index>-*`, aliased `<index>`."""
     mapping = Mapping()
     mapping.meta("dynamic", False)
-    mapping.field("timestamp", Date())
-    mapping.field(
-        "resource",
-        Object(
-            properties={
-                "service": Object(properties={"name": Keyword(), "version": Keyword()}),
-                "deployment": Object(properties={"environment": Keyword()}),
-            }
-        ),
-    )
-    mapping.field("name", Keyword())
-    mapping.field("attributes", Object(Attributes))
+    # Every field's type comes from the record's schema.
+    for name, definition in schema.elasticsearch_properties().items():
+        mapping.field(name, definition)
     return _template(
         f"{index}-*",
         mapping,
@@ -320,6 +256,28 @@ class ElasticsearchExporter(Exporter):
 
     def export(self, batch: list[dict]) -> ExportResult:
         return self._write(batch, op_type="create")
+
+    def search_matches(
+        self, *, org_id: str, since: datetime, until: datetime, text: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        """(id, timestamp) of the newest records of `org_id` in [since, until) whose request or
+        response has every word of `text`, from the companion text indices."""
+        from elasticsearch.dsl import Search
+
+        if not self.search_index:
+            raise ExportError(f"exporter {self.name!r} writes no search documents (search_text is off)")
+        query = (
+            Search(using=self.client, index=f"{self.search_index}-*")
+            .filter("term", **{"attributes.org_id": org_id})
+            .filter("range", timestamp={"gte": since.isoformat(), "lt": until.isoformat()})
+            .query("multi_match", query=text, fields=list(SEARCH_FIELDS), operator="and")
+            .sort({"timestamp": {"order": "desc"}})
+            .source(["attributes.id", "timestamp"])
+            .params(ignore_unavailable=True, allow_no_indices=True)
+        )[:limit]
+        return [
+            (hit.attributes.id, datetime.fromisoformat(str(hit.timestamp)).astimezone(UTC)) for hit in query.execute()
+        ]
 
     def replace(self, batch: list[dict]) -> ExportResult:
         """Index the documents again whole, over their stored copies (after a repricing)."""

@@ -40,9 +40,7 @@ PostgreSQL refuses (NUL, lone surrogates), which becomes U+FFFD (`telemetry.stor
 from __future__ import annotations
 
 import logging
-import math
 import re
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import DataError, IntegrityError, connections, transaction
@@ -51,8 +49,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from psycopg.errors import UniqueViolation
 
-from telemetry import partitions
-from telemetry.exporters.base import Exporter, ExportError, ExportResult, json_bytes, parse_timestamp, record_id
+from telemetry import partitions, schema
+from telemetry.exporters.base import Exporter, ExportError, ExportResult, json_bytes, record_id
 from telemetry.storable import storable_text
 
 logger = logging.getLogger(__name__)
@@ -60,36 +58,10 @@ logger = logging.getLogger(__name__)
 NEW_ROWS_TABLE = "new_request_logs"
 _STAGING_TABLE = "request_log_staging"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-COLUMNS = (
-    "id",
-    "timestamp",
-    "log_data",
-    "ttfb",
-    "latency",
-    "org_id",
-    "project_id",
-    "user_id",
-    "experiment_id",
-    "thread_id",
-    "provider",
-    "model",
-    "status",
-    "status_code",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "total_tokens",
-    "cost",
-    "provider_latency",
-    "path",
-    "stream",
-)
+# The table's columns, as `telemetry.schema` lists them.
+COLUMNS = schema.COLUMNS
 _LOG_DATA = COLUMNS.index("log_data")
-_INT32 = 2**31 - 1
-_INT16 = 2**15 - 1
-# numeric(18, 10) holds values below 10**8.
-_COST_LIMIT = 10**8
+_ID = COLUMNS.index("id")
 
 
 class AfterInsertError(Exception):
@@ -309,7 +281,7 @@ class _Rows:
         self._made = made
 
     def ids(self) -> list[str]:
-        return [row[0] for row in self]
+        return [row[_ID] for row in self]
 
 
 def _create_temp(name: str, like: str) -> str:
@@ -323,82 +295,4 @@ def _with_log_text(row: tuple) -> tuple:
 
 def table_row(document: dict) -> tuple:
     """The table's columns for one document, in COLUMNS order; ValueError when it does not fit."""
-    attributes = document["attributes"]
-    metadata = attributes["metadata"]
-    if not isinstance(attributes, dict) or not isinstance(metadata, dict):
-        raise ValueError("attributes and attributes.metadata must be objects")
-    rid = attributes["id"]
-    if not isinstance(rid, str) or not 0 < len(rid) <= 64:
-        raise ValueError("attributes.id must be a string of 1 to 64 characters")
-    tokens = metadata.get("tokens") or {}
-    if not isinstance(tokens, dict):
-        raise ValueError("metadata.tokens must be an object")
-    input_tokens = _integer(tokens.get("input"), "tokens.input", limit=_INT32) or 0
-    output_tokens = _integer(tokens.get("output"), "tokens.output", limit=_INT32) or 0
-    total = tokens.get("total")
-    return (
-        rid,
-        parse_timestamp(document["timestamp"]),
-        document,
-        _integer(metadata.get("ttfb"), "ttfb", limit=_INT32),
-        _integer(metadata.get("latency"), "latency", limit=_INT32),
-        _text(attributes.get("org_id"), 100) or "",
-        _text(attributes.get("project_id"), 100),
-        _text(attributes.get("user_id"), 256),
-        _text(attributes.get("experiment_id"), 200),
-        _text(attributes.get("thread_id"), 200),
-        _text(attributes.get("provider"), 32),
-        _text(attributes.get("model"), 200),
-        _text(metadata.get("status"), 16) or "",
-        _integer(metadata.get("status_code"), "status_code", limit=_INT16) or 0,
-        _text(metadata.get("error_type"), 100),
-        input_tokens,
-        output_tokens,
-        _integer(tokens.get("cache_read"), "tokens.cache_read", limit=_INT32) or 0,
-        _integer(total, "tokens.total", limit=_INT32) if total is not None else input_tokens + output_tokens,
-        _cost(metadata.get("cost")),
-        _integer(metadata.get("provider_latency"), "provider_latency", limit=_INT32),
-        _text(metadata.get("path"), 64) or "",
-        _boolean(metadata.get("stream"), "stream"),
-    )
-
-
-def _integer(value, name: str, *, limit: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"metadata.{name} is not a number: {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"metadata.{name} is not finite: {value!r}")
-        value = round(value)
-    if not -limit <= value <= limit:
-        raise ValueError(f"metadata.{name} is out of range: {value!r}")
-    return value
-
-
-def _cost(value) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"metadata.cost is not a number: {value!r}")
-    if abs(value) >= _COST_LIMIT:
-        raise ValueError(f"metadata.cost is out of range: {value!r}")
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
-def _text(value, max_length: int) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dict | list):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
-    # The column is a filterable copy; the full value stays in log_data.
-    return str(value)[:max_length]
-
-
-def _boolean(value, name: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ValueError(f"metadata.{name} is not a boolean: {value!r}")
-    return value
+    return schema.row_from_document(document)

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from dashboards import rollups
 from proxy.models import Membership, Organisation, Project
+from telemetry import schema
 from telemetry.models import RequestLog
 
 PASSWORD = "correct horse battery staple"
@@ -107,6 +108,8 @@ def make_log(
     question: str = "What is the refund window?",
     answer: str = "Thirty days from purchase.",
     redacted: bool = False,
+    thread: str | None = None,
+    deployment: str | None = None,
 ) -> RequestLog:
     """A RequestLog row with an `ai_gateway_request_log` document shaped like the gateway's."""
     at = at or timezone.now() - timedelta(hours=1)
@@ -159,30 +162,12 @@ def make_log(
             },
         },
     }
-    return RequestLog(
-        id=record_id,
-        timestamp=at,
-        log_data=document,
-        ttfb=ttfb,
-        latency=latency,
-        org_id=org,
-        project_id=project,
-        user_id=user,
-        experiment_id=experiment,
-        thread_id=None,
-        provider=provider,
-        model=model,
-        status=status,
-        status_code=status_code,
-        error_type=error_type,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
-        cost=cost,
-        provider_latency=latency - 5 if latency else None,
-        path="/v1/chat/completions",
-        stream=stream,
-    )
+    if thread is not None:
+        document["attributes"]["thread_id"] = thread
+    if deployment is not None:
+        document["attributes"]["metadata"]["deployment"] = deployment
+    # The row's columns come from the document, as the exporter derives them.
+    return RequestLog(**schema.row_values(document))
 
 
 def export_logs(logs: list[RequestLog]) -> list[RequestLog]:

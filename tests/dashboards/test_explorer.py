@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboards import selectors
 from telemetry.models import RequestLog
+from telemetry.read import search
 from tests.dashboards.conftest import export_logs, make_log
 
 pytestmark = pytest.mark.django_db
@@ -78,8 +78,8 @@ def test_search_finds_request_and_response_text_within_the_org(tenancy, traffic,
 
 
 def test_search_scans_a_bounded_window_and_offers_to_go_on(tenancy, traffic, client_for, monkeypatch):
-    monkeypatch.setattr(selectors, "SEARCH_SCAN_ROWS", 6)
-    monkeypatch.setattr(selectors, "SEARCH_CHUNK_ROWS", 3)
+    monkeypatch.setattr(search, "SEARCH_SCAN_ROWS", 6)
+    monkeypatch.setattr(search, "SEARCH_CHUNK_ROWS", 3)
     old = make_log(org="acme", question="needle in the haystack", at=timezone.now() - timedelta(hours=30))
     export_logs([old])
     client = client_for(tenancy.member)

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboards import selectors
 from telemetry.exporters.elasticsearch import ElasticsearchExporter
+from telemetry.read import search
 from tests.dashboards.conftest import export_logs, make_log
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def indexed(osmem_clone, monkeypatch):
     exporter = ElasticsearchExporter("elasticsearch", url=osmem_clone.url, plain_json=True)
-    monkeypatch.setattr(selectors, "search_exporter", lambda: exporter)
+    monkeypatch.setattr(search, "search_exporter", lambda: exporter)
 
     def index(logs):
         export_logs(logs)
@@ -46,7 +46,7 @@ def test_search_goes_through_the_index_and_keeps_to_the_org(tenancy, client_for,
 
 
 def test_search_through_the_index_pages_on(tenancy, client_for, indexed, monkeypatch):
-    monkeypatch.setattr(selectors, "SEARCH_INDEX_HITS", 2)
+    monkeypatch.setattr(search, "SEARCH_INDEX_HITS", 2)
     now = timezone.now()
     logs = indexed(
         [make_log(org="acme", answer="refunds take five days", at=now - timedelta(minutes=9 * i)) for i in range(5)]

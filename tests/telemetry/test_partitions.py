@@ -10,7 +10,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from gateway_project.celery import app
-from telemetry import partitions, services, tasks
+from telemetry import partitions, schema, services, tasks
+from telemetry.exporters.base import json_bytes
 from telemetry.exporters.postgres import PostgresExporter
 from telemetry.models import RequestLog
 from tests.telemetry.conftest import documents, hook_counts, ids_of, requires_postgres
@@ -54,6 +55,19 @@ def months_as_migrated(transactional_db):
     partitions.partitions_ensure(connection, table=TABLE, since=now, until=last)
 
 
+def write_as_then(batch: list[dict]) -> None:
+    """Insert the documents' rows with only the columns the table has at this migration: later
+    migrations add columns (metadata.deployment's) that today's exporter writes."""
+    with connection.cursor() as cursor:
+        present = {column.name for column in connection.introspection.get_table_description(cursor, TABLE)}
+        for document in batch:
+            row = {name: value for name, value in schema.row_values(document).items() if name in present}
+            row["log_data"] = json_bytes(row["log_data"]).decode()
+            cursor.execute(
+                f"INSERT INTO {TABLE} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values())
+            )
+
+
 @pytest.fixture
 def unpartitioned_logs(transactional_db):
     """Request logs written into the table as it was before partitioning."""
@@ -69,7 +83,7 @@ def unpartitioned_logs(transactional_db):
         batch = [dated(document, moment) for document, moment in zip(documents(4), moments.values(), strict=True)]
         for document, key in zip(batch, moments, strict=True):
             document["attributes"]["id"] = key
-        PostgresExporter("postgres", after_insert=[]).export(batch)
+        write_as_then(batch)
         yield {key: document for key, document in zip(moments, batch, strict=True)}
     finally:
         migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
@@ -96,7 +110,7 @@ def test_the_migration_moves_every_row_into_its_month_and_back(unpartitioned_log
     assert names[0] == f"{TABLE}_p202511" and names[-1] == partitions.partition_name(TABLE, last)
     assert len(names) == (last.year - 2025) * 12 + last.month - 11 + 1
     for key, document in unpartitioned_logs.items():
-        assert RequestLog.objects.get(pk=key).log_data == document
+        assert RequestLog.objects.values_list("log_data", flat=True).get(pk=key) == document
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
@@ -113,7 +127,7 @@ def test_the_migration_moves_every_row_into_its_month_and_back(unpartitioned_log
     assert not partitions.is_partitioned(connection, TABLE)
     assert set(where_rows_are(unpartitioned_logs).values()) == {TABLE}
     for key, document in unpartitioned_logs.items():
-        assert RequestLog.objects.get(pk=key).log_data == document
+        assert RequestLog.objects.values_list("log_data", flat=True).get(pk=key) == document
 
 
 def test_a_replayed_batch_is_stored_once_in_its_month(direct_exporters):

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from dashboards import services
 from dashboards.progress import ProgressBar
 from proxy.models import Organisation
-from telemetry.models import RequestLog
+from telemetry import read
 
 # Records that this embedded database got its demo data once, so that removed demo data stays removed.
 SEEDED_MARKER = "demo-seeded"
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         if embedded_only and not settings.DATABASE_IS_EMBEDDED:
             self.stdout.write("DATABASE_URL names a database; no demo logs added to it.")
             return
-        if if_empty and (RequestLog.objects.exists() or Organisation.objects.exists()):
+        if if_empty and (read.request_logs_exist() or Organisation.objects.exists()):
             self.stdout.write("The database already holds orgs or request logs; no demo logs added.")
             return
         if if_empty and settings.DATABASE_IS_EMBEDDED and marker.exists():
