@@ -114,6 +114,9 @@ class LogFilterForm(UsageFilterForm):
             deployment=self.value("deployment") or "",
         )
 
+    def search_text(self) -> str:
+        return self.value("q") or ""
+
 
 SESSION_SORT_CHOICES = [
     ("recent", "Latest activity"),
@@ -143,9 +146,6 @@ class SessionFilterForm(UsageFilterForm):
             search=self.value("q") or "",
             sort=self.value("sort") or "recent",
         )
-
-    def search_text(self) -> str:
-        return self.value("q") or ""
 
 
 class TimeZoneForm(forms.Form):
