@@ -15,14 +15,14 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from proxy import auth
+from proxy import auth, router
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
-from proxy.credentials import upstream_credentials
+from proxy.credentials import target_credentials, upstream_credentials
 from proxy.errors import ErrorFormat, GatewayError, invalid_request
 from proxy.providers.adapters import adapter_for
 from proxy.providers.base import Exchange, ProviderAdapter
 from proxy.providers.registry import PROVIDERS, Dialect
-from proxy.routing import Route, choose_route
+from proxy.routing import Route
 from proxy.tracing import trace_context
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
@@ -204,10 +204,37 @@ class ProxyView(APIView):
         self.record.stream = stream is True
         return payload
 
-    async def route(self, request, model: str) -> Route:
-        route = await choose_route(model=model, provider_header=request.headers.get("x-provider"))
-        self.record.routed(route)
-        return route
+    async def route(self, request, model: str, attribution: auth.Attribution) -> router.RoutePlan:
+        """The model group that serves the request (a legacy route is a group of one deployment)."""
+        return await router.plan_route(
+            model=model, org_pk=attribution.grant.org_pk, provider_header=request.headers.get("x-provider")
+        )
+
+    async def forward(self, request, plan: router.RoutePlan, attribution: auth.Attribution, payload: dict, body: bytes):
+        """The provider's answer, after as many attempts and fallbacks as the plan allows."""
+        exchange = Exchange(self.record, request.headers, request.META, self.upstream_traceparent, self.error_format)
+        org_pk = attribution.grant.org_pk
+        caller_key = request.headers.get("x-provider-api-key")
+
+        async def open_adapter(target: router.Target) -> ProviderAdapter:
+            return await self.target_adapter(target, exchange, org_pk=org_pk, caller_key=caller_key)
+
+        call = router.Call(self.record, exchange, open_adapter, self.endpoint, payload, body)
+        return await router.serve(plan, call)
+
+    async def target_adapter(
+        self, target: router.Target, exchange: Exchange, *, org_pk: int, caller_key: str | None
+    ) -> ProviderAdapter:
+        """The adapter for one attempt, with the deployment's own key and URL or else the org's."""
+        api_key, base_url = await target_credentials(target, org_pk=org_pk, caller_key=caller_key)
+        return adapter_for(
+            target.provider,
+            api_key=api_key,
+            base_url=base_url,
+            exchange=exchange,
+            client_dialect=self.client_dialect,
+            endpoint=self.endpoint,
+        )
 
     async def adapter(self, request, route: Route, attribution: auth.Attribution) -> ProviderAdapter:
         """The adapter that makes this request's call to its provider, with the caller's or the org's key."""
@@ -254,9 +281,8 @@ class OpenAIRouteView(ProxyView):
         attribution = await self.authenticate(request)
         body = self.read_body(request)
         payload = self.parse_payload(body)
-        route = await self.route(request, payload["model"])
-        adapter = await self.adapter(request, route, attribution)
-        return await adapter.forward(self.endpoint, payload, body)
+        plan = await self.route(request, payload["model"], attribution)
+        return await self.forward(request, plan, attribution, payload, body)
 
 
 class ChatCompletionsView(OpenAIRouteView):
@@ -285,14 +311,16 @@ class MessagesView(ProxyView):
         attribution = await self.authenticate(request)
         body = self.read_body(request)
         payload = self.parse_payload(body)
-        route = await self.route(request, payload["model"])
-        if route.provider.dialect is not Dialect.ANTHROPIC:
+        plan = await self.route(request, payload["model"], attribution)
+        return await self.forward(request, plan, attribution, payload, body)
+
+    async def target_adapter(self, target, exchange, *, org_pk, caller_key):
+        if target.provider.dialect is not Dialect.ANTHROPIC:
             raise invalid_request(
-                f"/v1/messages serves Anthropic models; {payload['model']!r} is routed to {route.provider.name}.",
+                f"/v1/messages serves Anthropic models; {self.record.model!r} is routed to {target.provider.name}.",
                 code="unsupported_by_provider",
             )
-        adapter = await self.adapter(request, route, attribution)
-        return await adapter.forward(self.endpoint, payload, body)
+        return await super().target_adapter(target, exchange, org_pk=org_pk, caller_key=caller_key)
 
 
 class ModelsView(ProxyView):
