@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from gateway_project import crypto
 from proxy import auth, credentials, routing
 from proxy.providers.registry import PROVIDERS
+from proxy.router import cooldowns, groups, strategies
 from telemetry import handoff
 from tests.provider_server import ProviderServer
 
@@ -136,6 +137,9 @@ def _fresh_lookup_caches():
     auth.clear_caches()
     credentials.forget_credentials()
     routing.forget_routes()
+    groups.forget_groups()
+    cooldowns.store.forget()
+    strategies.forget_load()
     yield
 
 
