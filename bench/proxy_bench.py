@@ -1,6 +1,7 @@
 """Proxy benchmark: the gateway against the same load sent straight to the upstream.
 
     python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
+    python bench/proxy_bench.py --two-deployment-group [--rounds 3] [--duration 10]
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -8,6 +9,11 @@ drives load with wrk (plain requests) and an aiohttp client (streams), and
 prints each figure beside the same load sent directly to the upstream.
 Telemetry is handed to the real broker (REDIS_URL, else the embedded one);
 no Celery worker runs during the load, so export work does not share the CPU.
+
+With --two-deployment-group it compares, on one gateway, a model served by a group of two
+deployments (both the local upstream, weighted random) with the same model on today's single
+upstream route; runs alternate between the two, round after round, so that other load on the
+machine falls on both alike, and each figure is the median of its rounds.
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one word."}]}
 STREAM_BODY = CHAT_BODY | {"stream": True}
+GROUP_MODEL = "bench-group"
+# Two deployments of one shared group, both the local upstream under the model the single route sends.
+CREATE_GROUP = """
+from proxy.models import Deployment, ModelGroup
+group, _ = ModelGroup.objects.get_or_create(org=None, name={name!r})
+for name in ("one", "two"):
+    Deployment.objects.update_or_create(group=group, name=name, defaults=dict(
+        provider="openai", base_url={base_url!r}, upstream_model="gpt-4o-mini", weight=1))
+"""
 
 
 def free_port() -> int:
@@ -70,6 +85,10 @@ class Stack:
         if "DATABASE_URL" not in os.environ:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
         self.processes: list[subprocess.Popen] = []
+
+    def create_group(self) -> None:
+        script = CREATE_GROUP.format(name=GROUP_MODEL, base_url=f"http://127.0.0.1:{self.upstream_port}/v1")
+        subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=ROOT, env=self.env, check=True)
 
     def start(self) -> Stack:
         self.processes.append(
@@ -164,11 +183,12 @@ WRK_SCRIPT = textwrap.dedent(
 )
 
 
-def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None) -> dict:
+def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None, model: str | None = None) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT.format(body=json.dumps(CHAT_BODY), key=key))
+        body = CHAT_BODY | {"model": model} if model else CHAT_BODY
+        script.write(WRK_SCRIPT.format(body=json.dumps(body), key=key))
     threads = min(2, connections)
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "-s", script.name, url]
     peak_rss = [0.0]
@@ -193,14 +213,13 @@ def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None) 
 # --- Streams with aiohttp ----------------------------------------------------------
 
 
-async def one_stream(session, url, key) -> tuple[float, float, list[str], set[str]]:
+async def one_stream(session, url, key, model=None) -> tuple[float, float, list[str], set[str]]:
     started = time.perf_counter()
     first = None
     contents, ids = [], set()
     headers = {"Authorization": f"Bearer {key}"}
-    async with session.post(
-        url, json=STREAM_BODY | {"stream_options": {"include_usage": True}}, headers=headers
-    ) as response:
+    body = STREAM_BODY | {"stream_options": {"include_usage": True}} | ({"model": model} if model else {})
+    async with session.post(url, json=body, headers=headers) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         buffer = b""
@@ -219,11 +238,11 @@ async def one_stream(session, url, key) -> tuple[float, float, list[str], set[st
     return (first - started) * 1000, (time.perf_counter() - started) * 1000, contents, ids
 
 
-async def sequential_streams(url, key, count) -> tuple[float, float]:
+async def sequential_streams(url, key, count, model=None) -> tuple[float, float]:
     async with aiohttp.ClientSession() as session:
         for _ in range(20):  # warm up connections and caches
-            await one_stream(session, url, key)
-        results = [await one_stream(session, url, key) for _ in range(count)]
+            await one_stream(session, url, key, model)
+        results = [await one_stream(session, url, key, model) for _ in range(count)]
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
@@ -237,12 +256,86 @@ async def concurrent_streams(url, key, count) -> tuple[int, int]:
     return errors, damaged
 
 
+def compare_group(args) -> None:
+    """A two-deployment group against the single upstream route, interleaved round by round."""
+    stack = Stack(telemetry=True).start()
+    figures: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(value)
+
+    try:
+        stack.create_group()
+        key = stack.key
+        check = json.loads(
+            subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    stack.gateway_url,
+                    "-H",
+                    f"Authorization: Bearer {key}",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    json.dumps(CHAT_BODY | {"model": GROUP_MODEL}),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        # The upstream names the model it was sent: the group's, not the name the client asked for.
+        if check.get("model") != "gpt-4o-mini":
+            raise SystemExit(f"{GROUP_MODEL} was not served by its group: {check}")
+        for model in (None, GROUP_MODEL):
+            wrk(stack.gateway_url, key, connections=8, duration=3, model=model)  # warm-up
+        for _ in range(args.rounds):
+            for label, model in (("single", None), ("group", GROUP_MODEL)):
+                c32 = wrk(stack.gateway_url, key, connections=32, duration=args.duration, model=model)
+                add(f"{label} rps", c32["RPS"])
+                add(f"{label} errors", c32["NON2XX"] + c32["SOCKET_ERRORS"])
+                c1 = wrk(stack.gateway_url, key, connections=1, duration=max(args.duration // 2, 2), model=model)
+                add(f"{label} p50", c1["P50_US"] / 1000)
+                ttfb, whole = asyncio.run(sequential_streams(stack.gateway_url, key, args.streams, model))
+                add(f"{label} ttfb", ttfb)
+                add(f"{label} whole", whole)
+    finally:
+        stack.stop()
+
+    rows = [
+        ("Throughput at concurrency 32 (req/s)", "rps"),
+        ("Non-streaming p50 at concurrency 1 (ms)", "p50"),
+        ("Streaming time to first byte, median (ms)", "ttfb"),
+        ("Whole 21-chunk stream, median (ms)", "whole"),
+        ("Errors at concurrency 32", "errors"),
+    ]
+    print(f"\n{args.rounds} interleaved rounds; each cell: median (every round)")
+    print(f"{'figure':44} {'single upstream':>26} {'two-deployment group':>26} {'change':>8}")
+    for name, key in rows:
+        single, group = figures[f"single {key}"], figures[f"group {key}"]
+        a, b = statistics.median(single), statistics.median(group)
+        change = f"{(b - a) / a * 100:+.1f}%" if a else ""
+
+        def cell(values, middle):
+            return f"{middle:.2f} ({' '.join(f'{v:.0f}' if v >= 100 else f'{v:.2f}' for v in values)})"
+
+        print(f"{name:44} {cell(single, a):>26} {cell(group, b):>26} {change:>8}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=300, help="sequential streams for the TTFB figures")
     parser.add_argument("--no-telemetry-comparison", action="store_true")
+    parser.add_argument(
+        "--two-deployment-group", action="store_true", help="compare a two-deployment group with the single upstream"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --two-deployment-group")
     args = parser.parse_args()
+    if args.two_deployment_group:
+        compare_group(args)
+        return
 
     stack = Stack(telemetry=True).start()
     try:

@@ -184,6 +184,9 @@ async def _attempt(group: Group, target: Target, call: Call, *, fallback: bool) 
         if outcome is None:
             raise
         return Attempt(target, outcome, error=error)
+    except BaseException:  # the client left, or a bug: the attempt no longer counts as in flight
+        strategies.ended(target)
+        raise
     latency_ms = (time.perf_counter() - started) * 1000.0
     if response.streaming:
         # The stream is the client's now; its end (the watcher below) ends the attempt's load.

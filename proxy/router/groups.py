@@ -11,13 +11,18 @@ group of one deployment with no retries, cooldowns or fallbacks: exactly today's
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ImproperlyConfigured
+
 from proxy.db import run_in_db_thread
 from proxy.providers.registry import PROVIDERS, ProviderSpec
 from proxy.routing import Route
+
+logger = logging.getLogger(__name__)
 
 _GROUPS_TTL_SECONDS = 30.0
 
@@ -88,10 +93,14 @@ _table = _EMPTY
 _loaded_at = float("-inf")
 
 
-def _deployment_key(deployment) -> str:
+def _deployment_key(deployment) -> str | None:
+    """The deployment's key; None when the stored one cannot be decrypted (the encryption key changed)."""
     if deployment.api_key_env:
         return os.environ.get(deployment.api_key_env, "")
-    return deployment.api_key
+    try:
+        return deployment.api_key
+    except ImproperlyConfigured:
+        return None
 
 
 def load_group_table() -> GroupTable:
@@ -100,7 +109,13 @@ def load_group_table() -> GroupTable:
     targets: dict[int, list[Target]] = {}
     for deployment in Deployment.objects.filter(enabled=True, weight__gt=0).order_by("group_id", "name"):
         spec = PROVIDERS.get(deployment.provider)
-        if spec is None:
+        api_key = _deployment_key(deployment)
+        if spec is None or api_key is None:
+            # One unusable deployment must not take its group, or every group, down with it.
+            reason = "its key cannot be decrypted" if spec is not None else f"unknown provider {deployment.provider!r}"
+            logger.error(
+                "router: deployment %s of group %s is skipped: %s", deployment.name, deployment.group_id, reason
+            )
             continue
         targets.setdefault(deployment.group_id, []).append(
             Target(
@@ -109,7 +124,7 @@ def load_group_table() -> GroupTable:
                 name=deployment.name,
                 key=f"deployment:{deployment.pk}",
                 base_url=deployment.base_url.rstrip("/"),
-                api_key=_deployment_key(deployment),
+                api_key=api_key,
                 weight=deployment.weight,
             )
         )
@@ -152,7 +167,8 @@ def forget_groups() -> None:
 
 def group_model_names() -> set[str]:
     """Every model name the groups answer to or send upstream (metric labels know them)."""
-    table = load_group_table()
-    names = {name for _, name in table.by_name}
-    names.update(target.upstream_model for group in table.by_id.values() for target in group.targets)
-    return names
+    from proxy.models import Deployment, ModelGroup
+
+    return set(ModelGroup.objects.values_list("name", flat=True)) | set(
+        Deployment.objects.values_list("upstream_model", flat=True)
+    )

@@ -99,6 +99,14 @@ class Tokens(InnerDoc):
     reasoning = Long()
 
 
+class Attempt(InnerDoc):
+    deployment = Keyword()
+    provider = Keyword()
+    status = Integer()
+    error = Keyword()
+    latency_ms = Long()
+
+
 class Metadata(InnerDoc):
     project_id = Keyword()
     project_name = Keyword()
@@ -128,6 +136,10 @@ class Metadata(InnerDoc):
     content_redacted = Boolean()
     usage_estimated = Boolean()
     error_message = Text()
+    model_group = Keyword()
+    deployment = Keyword()
+    fallback_used = Boolean()
+    attempts = Object(Attempt)
 
 
 class Attributes(InnerDoc):
