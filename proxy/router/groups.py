@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -63,6 +64,7 @@ class Group:
         return sum(1 for target in self.targets if target.key is not None)
 
 
+@lru_cache(maxsize=4096)
 def single_target_group(route: Route) -> Group:
     """A legacy route as a group of one: one attempt, no cooldown, no fallback."""
     return Group(name=None, targets=(Target(provider=route.provider, upstream_model=route.upstream_model),))
