@@ -32,6 +32,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -70,7 +71,8 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool):
+    def __init__(self, *, telemetry: bool, root: Path = ROOT):
+        self.root = root
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
         self.upstream_port = free_port()
         self.gateway_port = free_port()
@@ -88,23 +90,27 @@ class Stack:
 
     def create_group(self) -> None:
         script = CREATE_GROUP.format(name=GROUP_MODEL, base_url=f"http://127.0.0.1:{self.upstream_port}/v1")
-        subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=ROOT, env=self.env, check=True)
+        subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=self.root, env=self.env, check=True)
 
     def start(self) -> Stack:
         self.processes.append(
             subprocess.Popen(
                 [PYTHON, "-m", "tests.provider_server", "--port", str(self.upstream_port)],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
             )
         )
         subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
+            [PYTHON, "manage.py", "migrate", "--noinput"],
+            cwd=self.root,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         issued = subprocess.run(
             [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load"],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             check=True,
             capture_output=True,
@@ -131,7 +137,7 @@ class Stack:
                 "--log-level",
                 "warning",
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
         )
         self.processes.append(self.gateway)
@@ -146,6 +152,11 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}/v1/chat/completions"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the gateway worker has used, all its threads included."""
+        fields = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.gateway.pid}/status").read_text()
@@ -257,70 +268,81 @@ async def concurrent_streams(url, key, count) -> tuple[int, int]:
 
 
 def compare_group(args) -> None:
-    """A two-deployment group against the single upstream route, interleaved round by round."""
+    """A two-deployment group against the single upstream route, interleaved round by round.
+
+    With --baseline ROOT (a checkout of the code before the router), the single upstream route
+    of that code runs in the same rounds.
+    """
     stack = Stack(telemetry=True).start()
+    baseline = Stack(telemetry=True, root=Path(args.baseline).resolve()).start() if args.baseline else None
     figures: dict[str, list[float]] = {}
+    sides = [("single", stack, None), ("group", stack, GROUP_MODEL)]
+    if baseline is not None:
+        sides.insert(0, ("before", baseline, None))
 
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(value)
 
     try:
         stack.create_group()
-        key = stack.key
-        check = json.loads(
-            subprocess.run(
-                [
-                    "curl",
-                    "-s",
-                    stack.gateway_url,
-                    "-H",
-                    f"Authorization: Bearer {key}",
-                    "-H",
-                    "Content-Type: application/json",
-                    "-d",
-                    json.dumps(CHAT_BODY | {"model": GROUP_MODEL}),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+        request = urllib.request.Request(
+            stack.gateway_url,
+            data=json.dumps(CHAT_BODY | {"model": GROUP_MODEL}).encode(),
+            headers={"Authorization": f"Bearer {stack.key}", "Content-Type": "application/json"},
         )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            check = json.loads(answer.read())
         # The upstream names the model it was sent: the group's, not the name the client asked for.
         if check.get("model") != "gpt-4o-mini":
             raise SystemExit(f"{GROUP_MODEL} was not served by its group: {check}")
-        for model in (None, GROUP_MODEL):
-            wrk(stack.gateway_url, key, connections=8, duration=3, model=model)  # warm-up
+        for _, side, model in sides:
+            wrk(side.gateway_url, side.key, connections=8, duration=3, model=model)  # warm-up
         for _ in range(args.rounds):
-            for label, model in (("single", None), ("group", GROUP_MODEL)):
-                c32 = wrk(stack.gateway_url, key, connections=32, duration=args.duration, model=model)
+            for label, side, model in sides:
+                cpu_before = side.cpu_seconds()
+                c32 = wrk(side.gateway_url, side.key, connections=32, duration=args.duration, model=model)
+                add(f"{label} cpu", (side.cpu_seconds() - cpu_before) / c32["REQUESTS"] * 1e6)
                 add(f"{label} rps", c32["RPS"])
                 add(f"{label} errors", c32["NON2XX"] + c32["SOCKET_ERRORS"])
-                c1 = wrk(stack.gateway_url, key, connections=1, duration=max(args.duration // 2, 2), model=model)
+                c1 = wrk(side.gateway_url, side.key, connections=1, duration=max(args.duration // 2, 2), model=model)
                 add(f"{label} p50", c1["P50_US"] / 1000)
-                ttfb, whole = asyncio.run(sequential_streams(stack.gateway_url, key, args.streams, model))
+                ttfb, whole = asyncio.run(sequential_streams(side.gateway_url, side.key, args.streams, model))
                 add(f"{label} ttfb", ttfb)
                 add(f"{label} whole", whole)
     finally:
         stack.stop()
+        if baseline is not None:
+            baseline.stop()
 
     rows = [
         ("Throughput at concurrency 32 (req/s)", "rps"),
+        ("Gateway CPU per request at c32 (us)", "cpu"),
         ("Non-streaming p50 at concurrency 1 (ms)", "p50"),
         ("Streaming time to first byte, median (ms)", "ttfb"),
         ("Whole 21-chunk stream, median (ms)", "whole"),
         ("Errors at concurrency 32", "errors"),
     ]
-    print(f"\n{args.rounds} interleaved rounds; each cell: median (every round)")
-    print(f"{'figure':44} {'single upstream':>26} {'two-deployment group':>26} {'change':>8}")
+    names = {"before": "single, before", "single": "single upstream", "group": "two-deployment group"}
+    labels = [label for label, _, _ in sides]
+    print(f"\n{args.rounds} interleaved rounds; median, then every round in order")
     for name, key in rows:
-        single, group = figures[f"single {key}"], figures[f"group {key}"]
-        a, b = statistics.median(single), statistics.median(group)
-        change = f"{(b - a) / a * 100:+.1f}%" if a else ""
-
-        def cell(values, middle):
-            return f"{middle:.2f} ({' '.join(f'{v:.0f}' if v >= 100 else f'{v:.2f}' for v in values)})"
-
-        print(f"{name:44} {cell(single, a):>26} {cell(group, b):>26} {change:>8}")
+        print(f"{name}:")
+        reference = statistics.median(figures[f"single {key}"])
+        for label in labels:
+            values = figures[f"{label} {key}"]
+            middle = statistics.median(values)
+            change = (
+                f"{(middle - reference) / reference * 100:+6.1f}% vs single" if reference and label != "single" else ""
+            )
+            rounds = " ".join(f"{v:.0f}" if v >= 100 else f"{v:.2f}" for v in values)
+            print(f"  {names[label]:22} {middle:9.2f}  {change:16}  [{rounds}]")
+    # On a shared machine the wall-clock figures swing with other load; CPU per request barely does,
+    # and one worker's throughput ceiling is its inverse.
+    print("One worker's throughput ceiling, 1e6 / CPU us per request (req/s):")
+    reference = statistics.median(figures["single cpu"])
+    for label in labels:
+        cpu = statistics.median(figures[f"{label} cpu"])
+        print(f"  {names[label]:22} {1e6 / cpu:9.0f}  {(reference / cpu - 1) * 100:+6.1f}% vs single")
 
 
 def main() -> None:
@@ -332,6 +354,7 @@ def main() -> None:
         "--two-deployment-group", action="store_true", help="compare a two-deployment group with the single upstream"
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --two-deployment-group")
+    parser.add_argument("--baseline", help="with --two-deployment-group: a checkout whose single route runs alongside")
     args = parser.parse_args()
     if args.two_deployment_group:
         compare_group(args)
