@@ -17,6 +17,7 @@ from django.conf import settings as django_settings
 
 from proxy.models import Deployment, Fallback, ModelGroup
 from proxy.router import cooldowns
+from tests.conftest import Caller
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -580,3 +581,41 @@ def test_a_deployments_own_key_is_sent_and_never_the_deployment_wide_key(caller,
     assert first.headers["authorization"] == "Bearer sk-own-key"
     # Its own base URL: the deployment-wide key was meant for the provider's URL, not this one.
     assert "authorization" not in second.headers
+
+
+# --- Across gateway processes ------------------------------------------------------------------------------
+
+
+def count_requests_for(server, model):
+    return sum(
+        1 for request in server.requests if isinstance(request.json, dict) and request.json.get("model") == model
+    )
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="sharing cooldowns between processes needs REDIS_URL")
+def test_failures_seen_by_two_gateway_processes_add_up_to_a_cooldown_both_honour(
+    caller, published, provider_server, other_gateway
+):
+    failing_model = f"fail-1000-503-{uuid.uuid4().hex[:8]}"
+    group = make_group("shared-fate", num_retries=1, allowed_fails=2, cooldown_seconds=60)
+    openai_deployment(group, "failing", provider_server, model=failing_model, weight=1000)
+    openai_deployment(group, "healthy", provider_server)
+    other = Caller(org=caller.org, project=caller.project, key=caller.key, gateway_url=other_gateway)
+
+    # One failure seen here, one in the other process: neither reaches allowed_fails on its own.
+    while count_requests_for(provider_server, failing_model) < 1:
+        assert chat(caller, "shared-fate").status_code == 200
+    while count_requests_for(provider_server, failing_model) < 2:
+        assert chat(other, "shared-fate").status_code == 200
+    time.sleep(cooldowns.SYNC_SECONDS + 0.2)
+    assert chat(caller, "shared-fate").status_code == 200  # starts this process's read of Redis
+    deadline = time.monotonic() + 5
+    while cooldowns.store.remaining(f"deployment:{group.deployments.get(name='failing').pk}") <= 0:
+        assert time.monotonic() < deadline, "this process never learnt of the cooldown"
+        time.sleep(0.05)
+    seen = count_requests_for(provider_server, failing_model)
+
+    for gateway in (caller, other, caller, other, caller, other):
+        assert chat(gateway, "shared-fate").status_code == 200
+
+    assert count_requests_for(provider_server, failing_model) == seen
