@@ -137,6 +137,8 @@ def _next_target(group: Group, tried: dict[Target, _Tried], can_fall_back) -> tu
     targets = group.targets
     if not targets:
         return None
+    if not tried and len(targets) == 1 and targets[0].key is None:
+        return targets[0], 0.0  # a legacy route: one attempt, nothing to weigh
     healthy = [target for target in targets if cooldowns.remaining(target.key) <= 0]
     if not healthy:
         # Every deployment is cooling down: go elsewhere if the request can, else try them anyway.
@@ -173,7 +175,7 @@ async def _attempt(group: Group, target: Target, call: Call, *, fallback: bool) 
     )
     started = time.perf_counter()
     strategies.started(target)
-    call.exchange.on_stream_end = _stream_watcher(group, target, started)
+    call.exchange.on_stream_end = _stream_watcher(group, target, started) if record.stream else None
     try:
         adapter = await call.open_adapter(target)
         response = await adapter.forward(call.endpoint, call.payload, call.body)
