@@ -7,6 +7,7 @@ WEB_CONCURRENCY ?= 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_LOG_COUNT ?= 5000
+BENCH_FLAGS ?=
 # `make run`'s web server, per worker process: at most 2048 connections (idle keep-alives
 # included) before it answers 503, keep-alive longer than a load balancer's 60 s idle timeout,
 # in-flight requests and streams get 10 s to finish on stop; uvloop and httptools for speed.
@@ -77,6 +78,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # `make bench BENCH_FLAGS=--budget`: the same load with and without a budget and two limits on the key.
+# BENCH_FLAGS=--two-deployment-group compares a group of two deployments with the single upstream route.
 bench: install
 	$(BIN)/python bench/proxy_bench.py $(BENCH_FLAGS)
 

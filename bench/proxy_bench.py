@@ -3,6 +3,7 @@
     python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
     python bench/proxy_bench.py --otlp [--rounds 3] [--duration 10]
     python bench/proxy_bench.py --budget [--rounds 3]   # a budget and two limits on the key, vs none
+    python bench/proxy_bench.py --two-deployment-group [--rounds 3] [--duration 10]
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -20,6 +21,11 @@ With --budget, two gateways run side by side, one whose key has a budget, a requ
 and a tokens-per-minute limit (all far above the load, so every request is admitted, counted in
 Redis and settled), and one without; their runs are interleaved, round after round, so that
 whatever else the machine is doing falls on both. Needs REDIS_URL.
+
+With --two-deployment-group it compares, on one gateway, a model served by a group of two
+deployments (both the local upstream, weighted random) with the same model on today's single
+upstream route; runs alternate between the two, round after round, so that other load on the
+machine falls on both alike, and each figure is the median of its rounds.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +58,15 @@ BENCH_DEPLOYMENT_ENV = {
     "GATEWAY_ENCRYPTION_KEY": "YmVuY2gtb25seS1mZXJuZXQta2V5LTAxMjM0NTY3ODk=",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
 }
+GROUP_MODEL = "bench-group"
+# Two deployments of one shared group, both the local upstream under the model the single route sends.
+CREATE_GROUP = """
+from proxy.models import Deployment, ModelGroup
+group, _ = ModelGroup.objects.get_or_create(org=None, name={name!r})
+for name in ("one", "two"):
+    Deployment.objects.update_or_create(group=group, name=name, defaults=dict(
+        provider="openai", base_url={base_url!r}, upstream_model="gpt-4o-mini", weight=1))
+"""
 
 
 def free_port() -> int:
@@ -72,8 +88,16 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool, extra_env: dict[str, str] | None = None, key_options: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        *,
+        telemetry: bool,
+        extra_env: dict[str, str] | None = None,
+        key_options: tuple[str, ...] = (),
+        root: Path = ROOT,
+    ):
         self.key_options = key_options
+        self.root = root
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
         self.upstream_port = free_port()
         self.gateway_port = free_port()
@@ -97,21 +121,29 @@ class Stack:
         self.env = BENCH_DEPLOYMENT_ENV | self.env
         self.processes: list[subprocess.Popen] = []
 
+    def create_group(self) -> None:
+        script = CREATE_GROUP.format(name=GROUP_MODEL, base_url=f"http://127.0.0.1:{self.upstream_port}/v1")
+        subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=self.root, env=self.env, check=True)
+
     def start(self) -> Stack:
         self.processes.append(
             subprocess.Popen(
                 [PYTHON, "-m", "tests.provider_server", "--port", str(self.upstream_port)],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
             )
         )
         subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
+            [PYTHON, "manage.py", "migrate", "--noinput"],
+            cwd=self.root,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         issued = subprocess.run(
             [PYTHON, "manage.py", "issue_key", "--org", "bench", "--project", "load", *self.key_options],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             check=True,
             capture_output=True,
@@ -138,7 +170,7 @@ class Stack:
                 "--log-level",
                 "warning",
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
         )
         self.processes.append(self.gateway)
@@ -195,11 +227,12 @@ WRK_SCRIPT = textwrap.dedent(
 )
 
 
-def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None) -> dict:
+def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None, model: str | None = None) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT.format(body=json.dumps(CHAT_BODY), key=key))
+        body = CHAT_BODY | {"model": model} if model else CHAT_BODY
+        script.write(WRK_SCRIPT.format(body=json.dumps(body), key=key))
     threads = min(2, connections)
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "-s", script.name, url]
     peak_rss = [0.0]
@@ -224,14 +257,13 @@ def wrk(url: str, key: str, *, connections: int, duration: int, rss_probe=None) 
 # --- Streams with aiohttp ----------------------------------------------------------
 
 
-async def one_stream(session, url, key) -> tuple[float, float, list[str], set[str]]:
+async def one_stream(session, url, key, model=None) -> tuple[float, float, list[str], set[str]]:
     started = time.perf_counter()
     first = None
     contents, ids = [], set()
     headers = {"Authorization": f"Bearer {key}"}
-    async with session.post(
-        url, json=STREAM_BODY | {"stream_options": {"include_usage": True}}, headers=headers
-    ) as response:
+    body = STREAM_BODY | {"stream_options": {"include_usage": True}} | ({"model": model} if model else {})
+    async with session.post(url, json=body, headers=headers) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         buffer = b""
@@ -250,11 +282,11 @@ async def one_stream(session, url, key) -> tuple[float, float, list[str], set[st
     return (first - started) * 1000, (time.perf_counter() - started) * 1000, contents, ids
 
 
-async def sequential_streams(url, key, count) -> tuple[float, float]:
+async def sequential_streams(url, key, count, model=None) -> tuple[float, float]:
     async with aiohttp.ClientSession() as session:
         for _ in range(20):  # warm up connections and caches
-            await one_stream(session, url, key)
-        results = [await one_stream(session, url, key) for _ in range(count)]
+            await one_stream(session, url, key, model)
+        results = [await one_stream(session, url, key, model) for _ in range(count)]
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
@@ -387,6 +419,84 @@ def budget_comparison(args) -> None:
     )
 
 
+def compare_group(args) -> None:
+    """A two-deployment group against the single upstream route, interleaved round by round.
+
+    With --baseline ROOT (a checkout of the code before the router), the single upstream route
+    of that code runs in the same rounds.
+    """
+    stack = Stack(telemetry=True).start()
+    baseline = Stack(telemetry=True, root=Path(args.baseline).resolve()).start() if args.baseline else None
+    figures: dict[str, list[float]] = {}
+    sides = [("single", stack, None), ("group", stack, GROUP_MODEL)]
+    if baseline is not None:
+        sides.insert(0, ("before", baseline, None))
+
+    def add(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(value)
+
+    try:
+        stack.create_group()
+        request = urllib.request.Request(
+            stack.gateway_url,
+            data=json.dumps(CHAT_BODY | {"model": GROUP_MODEL}).encode(),
+            headers={"Authorization": f"Bearer {stack.key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            check = json.loads(answer.read())
+        # The upstream names the model it was sent: the group's, not the name the client asked for.
+        if check.get("model") != "gpt-4o-mini":
+            raise SystemExit(f"{GROUP_MODEL} was not served by its group: {check}")
+        for _, side, model in sides:
+            wrk(side.gateway_url, side.key, connections=8, duration=3, model=model)  # warm-up
+        for _ in range(args.rounds):
+            for label, side, model in sides:
+                cpu_before = side.cpu_seconds()
+                c32 = wrk(side.gateway_url, side.key, connections=32, duration=args.duration, model=model)
+                add(f"{label} cpu", (side.cpu_seconds() - cpu_before) / c32["REQUESTS"] * 1e6)
+                add(f"{label} rps", c32["RPS"])
+                add(f"{label} errors", c32["NON2XX"] + c32["SOCKET_ERRORS"])
+                c1 = wrk(side.gateway_url, side.key, connections=1, duration=max(args.duration // 2, 2), model=model)
+                add(f"{label} p50", c1["P50_US"] / 1000)
+                ttfb, whole = asyncio.run(sequential_streams(side.gateway_url, side.key, args.streams, model))
+                add(f"{label} ttfb", ttfb)
+                add(f"{label} whole", whole)
+    finally:
+        stack.stop()
+        if baseline is not None:
+            baseline.stop()
+
+    rows = [
+        ("Throughput at concurrency 32 (req/s)", "rps"),
+        ("Gateway CPU per request at c32 (us)", "cpu"),
+        ("Non-streaming p50 at concurrency 1 (ms)", "p50"),
+        ("Streaming time to first byte, median (ms)", "ttfb"),
+        ("Whole 21-chunk stream, median (ms)", "whole"),
+        ("Errors at concurrency 32", "errors"),
+    ]
+    names = {"before": "single, before", "single": "single upstream", "group": "two-deployment group"}
+    labels = [label for label, _, _ in sides]
+    print(f"\n{args.rounds} interleaved rounds; median, then every round in order")
+    for name, key in rows:
+        print(f"{name}:")
+        reference = statistics.median(figures[f"single {key}"])
+        for label in labels:
+            values = figures[f"{label} {key}"]
+            middle = statistics.median(values)
+            change = (
+                f"{(middle - reference) / reference * 100:+6.1f}% vs single" if reference and label != "single" else ""
+            )
+            rounds = " ".join(f"{v:.0f}" if v >= 100 else f"{v:.2f}" for v in values)
+            print(f"  {names[label]:22} {middle:9.2f}  {change:16}  [{rounds}]")
+    # On a shared machine the wall-clock figures swing with other load; CPU per request barely does,
+    # and one worker's throughput ceiling is its inverse.
+    print("One worker's throughput ceiling, 1e6 / CPU us per request (req/s):")
+    reference = statistics.median(figures["single cpu"])
+    for label in labels:
+        cpu = statistics.median(figures[f"{label} cpu"])
+        print(f"  {names[label]:22} {1e6 / cpu:9.0f}  {(reference / cpu - 1) * 100:+6.1f}% vs single")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -396,13 +506,20 @@ def main() -> None:
     parser.add_argument(
         "--budget", action="store_true", help="compare a key with a budget and two limits to one without"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the --otlp or --budget comparison")
+    parser.add_argument(
+        "--two-deployment-group", action="store_true", help="compare a two-deployment group with the single upstream"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of a comparison")
+    parser.add_argument("--baseline", help="with --two-deployment-group: a checkout whose single route runs alongside")
     args = parser.parse_args()
     if args.otlp:
         tracing_comparison(rounds=args.rounds, duration=args.duration)
         return
     if args.budget:
         budget_comparison(args)
+        return
+    if args.two_deployment_group:
+        compare_group(args)
         return
 
     stack = Stack(telemetry=True).start()

@@ -187,6 +187,18 @@ GATEWAY_KEY_NEGATIVE_CACHE_MAX = _positive(
 GATEWAY_KEY_LAST_USED_INTERVAL = _positive(
     "GATEWAY_KEY_LAST_USED_INTERVAL", env.float("GATEWAY_KEY_LAST_USED_INTERVAL", default=60.0)
 )
+# The router: the longest Retry-After a retry waits for (a longer one sends the request elsewhere, or
+# its 429 back), and the first pause before a deployment is tried again in one request (doubling each time).
+GATEWAY_RETRY_AFTER_MAX_SECONDS = env.float("GATEWAY_RETRY_AFTER_MAX_SECONDS", default=10.0)
+if GATEWAY_RETRY_AFTER_MAX_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"GATEWAY_RETRY_AFTER_MAX_SECONDS must not be negative, got {GATEWAY_RETRY_AFTER_MAX_SECONDS!r}"
+    )
+GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=0.5)
+if GATEWAY_RETRY_BACKOFF_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"GATEWAY_RETRY_BACKOFF_SECONDS must not be negative, got {GATEWAY_RETRY_BACKOFF_SECONDS!r}"
+    )
 GATEWAY_USER_ID_MAX_LENGTH = env.int("GATEWAY_USER_ID_MAX_LENGTH", default=256)
 GATEWAY_ENVIRONMENT = env.str("GATEWAY_ENVIRONMENT", default="development")
 # Fernet key for provider credentials at rest; derived from SECRET_KEY when unset.

@@ -4,7 +4,7 @@ from functools import cache
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
@@ -18,10 +18,13 @@ from django.views.decorators.http import require_POST
 
 from gateway_project import crypto
 from proxy import services
-from proxy.forms import GatewayKeyIssueForm, ProviderCredentialForm
+from proxy.forms import DeploymentForm, GatewayKeyIssueForm, ProviderCredentialForm
 from proxy.models import (
+    Deployment,
+    Fallback,
     GatewayKey,
     Membership,
+    ModelGroup,
     ModelRoute,
     Organisation,
     Project,
@@ -328,15 +331,20 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
 
     @admin.display(description="Key")
     def key_hint(self, obj):
-        try:
-            api_key = obj.api_key
-        except ImproperlyConfigured:
-            return "(cannot be decrypted with the configured key)"
-        if not api_key:
-            return "(none: enter a key)"
-        if len(api_key) < KEY_HINT_MIN_LENGTH:
-            return KEY_HINT_MASK
-        return KEY_HINT_MASK + api_key[-4:]
+        return key_hint(obj, missing="(none: enter a key)")
+
+
+def key_hint(obj, *, missing: str) -> str:
+    """The last four characters of a stored key behind a mask, or what stands in for it."""
+    try:
+        api_key = obj.api_key
+    except ImproperlyConfigured:
+        return "(cannot be decrypted with the configured key)"
+    if not api_key:
+        return missing
+    if len(api_key) < KEY_HINT_MIN_LENGTH:
+        return KEY_HINT_MASK
+    return KEY_HINT_MASK + api_key[-4:]
 
 
 @admin.register(ModelRoute)
@@ -344,3 +352,74 @@ class ModelRouteAdmin(admin.ModelAdmin):
     list_display = ("model_name", "provider", "upstream_model")
     list_filter = ("provider",)
     search_fields = ("model_name", "upstream_model")
+
+
+class DeploymentInline(admin.StackedInline):
+    model = Deployment
+    form = DeploymentForm
+    extra = 0
+    readonly_fields = ("key_hint",)
+    fieldsets = (
+        (None, {"fields": (("name", "enabled"), ("provider", "upstream_model"), "base_url", "weight")}),
+        ("Key", {"fields": ("key_hint", "api_key", "clear_api_key", "api_key_env")}),
+        ("Limits", {"fields": (("rpm", "tpm"),)}),
+    )
+
+    @admin.display(description="Stored key")
+    def key_hint(self, obj):
+        return key_hint(obj, missing="(none: uses the key variable, else the org's or the provider's key)")
+
+
+class FallbackFormSet(forms.BaseInlineFormSet):
+    """A group falls back only to another group its org may use: a shared one or one of its own org's."""
+
+    def clean(self):
+        super().clean()
+        group = self.instance
+        for form in self.forms:
+            to_group = form.cleaned_data.get("to_group") if form.cleaned_data else None
+            if to_group is None or form.cleaned_data.get("DELETE"):
+                continue
+            if group.pk is not None and to_group.pk == group.pk:
+                form.add_error("to_group", "A group cannot fall back to itself.")
+            elif to_group.org_id is not None and to_group.org_id != group.org_id:
+                form.add_error("to_group", "Choose a shared group or one of this group's organisation.")
+        if any(form.errors for form in self.forms):
+            raise ValidationError("Correct the fallbacks below.")
+
+
+class FallbackInline(admin.TabularInline):
+    model = Fallback
+    fk_name = "group"
+    formset = FallbackFormSet
+    fields = ("trigger", "to_group", "position")
+    extra = 0
+
+
+def _deployment_count() -> Coalesce:
+    counts = (
+        Deployment.objects.filter(group=OuterRef("pk"), enabled=True)
+        .order_by()
+        .values("group")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+@admin.register(ModelGroup)
+class ModelGroupAdmin(admin.ModelAdmin):
+    list_display = ("name", "org", "strategy", "num_retries", "allowed_fails", "cooldown_seconds", "deployment_count")
+    list_filter = ("strategy", "org")
+    search_fields = ("name", "org__slug", "deployments__name", "deployments__upstream_model")
+    list_select_related = ("org",)
+    autocomplete_fields = ("org",)
+    fields = ("org", "name", "strategy", "num_retries", "allowed_fails", "cooldown_seconds")
+    inlines = (DeploymentInline, FallbackInline)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(deployment_count=_deployment_count())
+
+    @admin.display(description="Enabled deployments", ordering="deployment_count")
+    def deployment_count(self, obj):
+        return obj.deployment_count

@@ -39,3 +39,16 @@ async def upstream_credentials(*, org_pk: int, spec: ProviderSpec, caller_key: s
 
 def forget_credentials() -> None:
     _org_credentials.clear()
+
+
+async def target_credentials(target, *, org_pk: int, caller_key: str | None) -> tuple[str, str]:
+    """(api key, base URL) for one router target (proxy.router.groups.Target).
+
+    A deployment's own key and base URL win. A deployment with a base URL of its own but no key
+    gets the caller's key only: the org's and the deployment-wide keys were entered for other URLs.
+    """
+    if target.base_url:
+        return target.api_key or caller_key or "", target.base_url
+    if target.api_key:
+        return target.api_key, target.provider.base_url().rstrip("/")
+    return await upstream_credentials(org_pk=org_pk, spec=target.provider, caller_key=caller_key)

@@ -1,10 +1,10 @@
-"""Admin forms for gateway keys and provider credentials, whose secrets never round-trip to the browser."""
+"""Admin forms for gateway keys, provider credentials and deployments, whose secrets never round-trip to the browser."""
 
 from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from proxy.models import GatewayKey, Project, ProviderCredential
+from proxy.models import Deployment, GatewayKey, Project, ProviderCredential
 
 
 class ProjectSelect(forms.Select):
@@ -73,3 +73,52 @@ class ProviderCredentialForm(forms.ModelForm):
         if not api_key and self.instance.pk is None:
             raise forms.ValidationError("Enter the provider's API key.")
         return api_key
+
+
+class DeploymentForm(forms.ModelForm):
+    """A deployment's API key is write-only, like a credential's; blank keeps the stored key.
+
+    A deployment may have no key of its own: it then uses `api_key_env`, or the org's credential
+    and the deployment-wide key for its provider (those only where it has no base URL of its own).
+    """
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave blank to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+
+    class Meta:
+        model = Deployment
+        fields = (
+            "name",
+            "provider",
+            "base_url",
+            "api_key",
+            "clear_api_key",
+            "api_key_env",
+            "upstream_model",
+            "weight",
+            "rpm",
+            "tpm",
+            "enabled",
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("api_key") and cleaned.get("clear_api_key"):
+            self.add_error("clear_api_key", "Enter a new key or remove the stored one, not both.")
+        return cleaned
+
+    def save(self, commit=True):
+        deployment = super().save(commit=False)
+        if self.cleaned_data.get("api_key"):
+            deployment.api_key = self.cleaned_data["api_key"]
+        elif self.cleaned_data.get("clear_api_key"):
+            deployment.api_key = ""
+        if commit:
+            deployment.save()
+        return deployment

@@ -1,4 +1,4 @@
-"""Choosing the provider for a request.
+"""Choosing the provider for a request that no model group serves (see proxy.router).
 
 In order: the `x-provider` header; a `provider/model` prefix on the model; a
 model route from admin; Claude models go to Anthropic; the default provider.

@@ -8,7 +8,17 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from proxy import credentials, invalidation, routing
-from proxy.models import GatewayKey, ModelRoute, Organisation, Project, ProviderCredential
+from proxy.models import (
+    Deployment,
+    Fallback,
+    GatewayKey,
+    ModelGroup,
+    ModelRoute,
+    Organisation,
+    Project,
+    ProviderCredential,
+)
+from proxy.router import groups
 from telemetry import pricing
 from telemetry.models import PriceOverride
 
@@ -34,6 +44,13 @@ def _route_changed(sender, instance, **kwargs):
     invalidation.announce("routes")
 
 
+@receiver([post_save, post_delete], sender=Fallback)
+@receiver([post_save, post_delete], sender=Deployment)
+@receiver([post_save, post_delete], sender=ModelGroup)
+def _model_group_changed(sender, instance, **kwargs):
+    invalidation.announce("model_groups")
+
+
 @receiver([post_save, post_delete], sender=PriceOverride)
 def _price_changed(sender, instance, **kwargs):
     invalidation.announce("prices")
@@ -44,6 +61,8 @@ def _forget_credentials_routes_and_prices(topic: str, value: str) -> None:
         credentials.forget_credentials()
     if topic in ("routes", invalidation.EVERYTHING):
         routing.forget_routes()
+    if topic in ("model_groups", invalidation.EVERYTHING):
+        groups.forget_groups()
     if topic in ("prices", invalidation.EVERYTHING):
         pricing.invalidate_overrides()
 

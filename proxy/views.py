@@ -17,15 +17,14 @@ from rest_framework.views import APIView
 
 from budgets import admit_request
 from gateway_project import logs
-from proxy import auth, catalog, tracing
+from proxy import auth, catalog, router, tracing
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
-from proxy.credentials import upstream_credentials
+from proxy.credentials import target_credentials
 from proxy.db import run_in_db_thread
 from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
 from proxy.providers.adapters import adapter_for
 from proxy.providers.base import Exchange, ProviderAdapter
 from proxy.providers.registry import Dialect
-from proxy.routing import Route, choose_route
 from telemetry.handoff import pipeline
 from telemetry.record import RequestRecord
 
@@ -217,21 +216,34 @@ class ProxyView(APIView):
             record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
         )
 
-    async def route(self, request, model: str) -> Route:
-        route = await choose_route(model=model, provider_header=request.headers.get("x-provider"))
-        self.record.routed(route)
-        return route
-
-    async def adapter(self, request, route: Route, attribution: auth.Attribution) -> ProviderAdapter:
-        """The adapter that makes this request's call to its provider, with the caller's or the org's key."""
-        api_key, base_url = await upstream_credentials(
-            org_pk=attribution.grant.org_pk,
-            spec=route.provider,
-            caller_key=request.headers.get("x-provider-api-key"),
+    async def route(self, request, model: str, attribution: auth.Attribution) -> router.RoutePlan:
+        """The model group that serves the request (a legacy route is a group of one deployment)."""
+        plan = await router.plan_route(
+            model=model, org_pk=attribution.grant.org_pk, provider_header=request.headers.get("x-provider")
         )
+        # The first choice until an attempt says otherwise: budgets price the reservation with it.
+        self.record.routed(plan.group.targets[0])
+        return plan
+
+    async def forward(self, request, plan: router.RoutePlan, attribution: auth.Attribution, payload: dict, body: bytes):
+        """The provider's answer, after as many attempts and fallbacks as the plan allows."""
         exchange = Exchange(self.record, request.headers, request.META, self.upstream_traceparent, self.error_format)
+        org_pk = attribution.grant.org_pk
+        caller_key = request.headers.get("x-provider-api-key")
+
+        async def open_adapter(target: router.Target) -> ProviderAdapter:
+            return await self.target_adapter(target, exchange, org_pk=org_pk, caller_key=caller_key)
+
+        call = router.Call(self.record, exchange, open_adapter, self.endpoint, payload, body)
+        return await router.serve(plan, call)
+
+    async def target_adapter(
+        self, target: router.Target, exchange: Exchange, *, org_pk: int, caller_key: str | None
+    ) -> ProviderAdapter:
+        """The adapter for one attempt, with the deployment's own key and URL or else the org's."""
+        api_key, base_url = await target_credentials(target, org_pk=org_pk, caller_key=caller_key)
         return adapter_for(
-            route.provider,
+            target.provider,
             api_key=api_key,
             base_url=base_url,
             exchange=exchange,
@@ -267,10 +279,9 @@ class OpenAIRouteView(ProxyView):
         attribution = await self.authenticate(request)
         body = self.read_body(request)
         payload = self.parse_payload(body)
-        route = await self.route(request, payload["model"])
+        plan = await self.route(request, payload["model"], attribution)
         await self.admit(attribution, payload)
-        adapter = await self.adapter(request, route, attribution)
-        return await adapter.forward(self.endpoint, payload, body)
+        return await self.forward(request, plan, attribution, payload, body)
 
 
 class ChatCompletionsView(OpenAIRouteView):
@@ -300,10 +311,9 @@ class MessagesView(ProxyView):
         attribution = await self.authenticate(request)
         body = self.read_body(request)
         payload = self.parse_payload(body)
-        route = await self.route(request, payload["model"])
+        plan = await self.route(request, payload["model"], attribution)
         await self.admit(attribution, payload)
-        adapter = await self.adapter(request, route, attribution)
-        return await adapter.forward(self.endpoint, payload, body)
+        return await self.forward(request, plan, attribution, payload, body)
 
 
 class CatalogView(ProxyView):

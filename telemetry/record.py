@@ -95,6 +95,12 @@ class RequestRecord:
     # The limit or budget that refused the request ("project_budget", "key_rpm"), if one did.
     limit_refused: str | None = None
 
+    # Routing: the group and deployment that answered (the final attempt), and every attempt made.
+    model_group: str | None = None
+    deployment: str | None = None
+    fallback_used: bool = False
+    attempts: list[dict] = field(default_factory=list)
+
     # --- Filled by the proxy, step by step --------------------------------------
 
     def authenticated(self, grant) -> None:
@@ -120,9 +126,46 @@ class RequestRecord:
             self.request_body = prefix
 
     def routed(self, route) -> None:
-        """The provider (a `routing.Route`) and the model name it is sent."""
+        """The provider and the model name it is sent (a `routing.Route` or the router's first `Target`)."""
         self.provider = route.provider.name
         self.upstream_model = route.upstream_model or None
+
+    def attempt_started(
+        self, *, provider: str, upstream_model: str, deployment: str | None, model_group: str | None, fallback: bool
+    ) -> None:
+        """A call to one upstream begins: from here the provider fields describe this attempt, not an earlier one."""
+        self.provider = provider
+        self.upstream_model = upstream_model or None
+        self.deployment = deployment
+        self.model_group = model_group
+        self.fallback_used = self.fallback_used or fallback
+        self.provider_status_code = 0
+        self.provider_request_id = None
+        self.provider_latency_ms = None
+        self.provider_error_type = None
+        self.error_type = None
+        self.error_message = None
+        self.response_body = None
+        self.response_json = None
+        self.usage = None
+
+    def attempt_ended(self, *, latency_ms: float, status: int | None = None, error: str | None = None) -> None:
+        """The attempt's outcome: the status the client would have been sent (None: no answer) and why it failed."""
+        self.attempts.append(
+            {
+                "deployment": self.deployment,
+                "provider": self.provider,
+                "status": status,
+                "error": error,
+                "latency_ms": round(latency_ms),
+            }
+        )
+
+    def attempt_stream_ended(self, *, error: str | None, latency_ms: float) -> None:
+        """The stream the last attempt returned is over: how it ended, and how long it took in all."""
+        if self.attempts:
+            self.attempts[-1]["error"] = error
+            self.attempts[-1]["latency_ms"] = round(latency_ms)
 
     def upstream_answered(self, status: int, request_id: str | None, latency_ms: float) -> None:
         """The provider's status line and headers arrived."""
@@ -281,6 +324,11 @@ class RequestRecord:
                     "error_message": self.error_message,
                     "gateway_key_id": self.gateway_key_id,
                     "limit_refused": self.limit_refused,
+
+                    "model_group": self.model_group,
+                    "deployment": self.deployment,
+                    "fallback_used": self.fallback_used,
+                    "attempts": self.attempts,
                 },
             },
         }

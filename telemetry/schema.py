@@ -199,6 +199,16 @@ FIELDS: tuple[Field, ...] = (
     _m("upstream_model"),
     # The deployment of the model group that answered (or null): a column, for the explorer's filter.
     _m("deployment", column="deployment", max_length=200),
+    _m("model_group"),
+    _m("fallback_used", es="boolean"),
+    # Every attempt the router made: a list of these objects.
+    _m("attempts", "deployment"),
+    _m("attempts", "provider"),
+    _m("attempts", "status", es="integer"),
+    _m("attempts", "error"),
+    _m("attempts", "latency_ms", es="long"),
+    # The budget or rate limit that refused the request ("project_budget", "key_rpm"), or null.
+    _m("limit_refused"),
     _m("stream", es="boolean", column="stream", kind="boolean", default=False),
     _m("streamed_data_truncated", es="boolean"),
     _m("client_disconnected", es="boolean"),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from django.conf import settings as django_settings
@@ -15,6 +19,7 @@ from django.conf import settings as django_settings
 from gateway_project import crypto
 from proxy import auth, credentials, routing
 from proxy.providers.registry import PROVIDERS
+from proxy.router import cooldowns, groups, strategies
 from telemetry import handoff
 from tests.provider_server import ProviderServer
 
@@ -51,6 +56,9 @@ def _providers_point_at_local_server(provider_server):
     patcher.setenv("AZURE_BASE_URL", provider_server.url)
     yield
     patcher.undo()
+
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -136,6 +144,9 @@ def _fresh_lookup_caches():
     auth.clear_caches()
     credentials.forget_credentials()
     routing.forget_routes()
+    groups.forget_groups()
+    cooldowns.store.forget()
+    strategies.forget_load()
     yield
 
 
@@ -160,3 +171,46 @@ def caller(transactional_db, live_gateway, published):
     project = services.project_get_or_create(org=org, slug="search", name="Search")
     issued = services.gateway_key_issue(org=org)
     return Caller(org=org, project=project, key=issued.plaintext, gateway_url=live_gateway.url)
+
+
+@pytest.fixture
+def test_database_url(django_db_setup) -> str:
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("another gateway process shares the database only on PostgreSQL (set DATABASE_URL)")
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def other_gateway(test_database_url, tmp_path, _providers_point_at_local_server):
+    """A second gateway process under uvicorn, as another worker of the same deployment would be."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(_ROOT),
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": django_settings.REDIS_URL,
+        "GATEWAY_VAR_DIR": str(tmp_path),
+        "TELEMETRY_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", str(port)]
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen(command, cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+        assert time.monotonic() < deadline, "the second gateway did not start"
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=15)
+    log.close()

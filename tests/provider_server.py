@@ -15,6 +15,12 @@ The request's ``model`` picks the behaviour, so a test only has to choose a mode
 
     slow-<seconds>    wait that long before answering
     status-<code>     answer with that status (400-599) and the provider's own error body
+    status-<code>-after-<seconds>  the same, with a Retry-After header of that many seconds
+    fail-<n>-<code>[-after-<seconds>][-<tag>]  the first n requests for this exact model name fail as
+                      status-<code>(-after-<seconds>) does; later ones answer normally (a tag keeps
+                      each test's count its own)
+    context-overflow  a 400 saying the prompt is longer than the model's context window, as each provider says it
+    content-policy    a 400 refusing the prompt under the content policy (OpenAI's content_policy_violation)
     malformed         answer 200 with the HTML body ``<html>oops</html>``
     chunks-<n>        answer with n content pieces, streamed as n chunks
     slowstream-<ms>   wait that long before each content piece (without a stream: in total before answering)
@@ -48,6 +54,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 import struct
 import threading
 import time
@@ -140,6 +147,7 @@ class RecordedRequest:
     json: Any
     # Set when the client went away before the answer was complete.
     disconnected: bool = False
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,10 @@ class _Behaviour:
     pad: int = 0
     gzip: bool = False
     extra_headers: tuple[tuple[str, str], ...] = ()
+    retry_after: float | None = None
+    # Fail (with `status`) only the first this many requests for the model name; 0: every one.
+    fail_first: int = 0
+    refusal: str | None = None
 
 
 NORMAL = _Behaviour()
@@ -168,6 +180,10 @@ OPENAI_ACCOUNT_HEADERS = (
     ("openai-version", "2020-10-01"),
     ("x-ratelimit-remaining-requests", "9999"),
 )
+
+
+_STATUS_AFTER = re.compile(r"status-(\d{3})-after-(\d+(?:\.\d+)?)")
+_FAIL_FIRST = re.compile(r"fail-(\d+)-(\d{3})(?:-after-(\d+(?:\.\d+)?))?(?:-[\w.-]+)?")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -189,6 +205,14 @@ def _behaviour(model: str) -> _Behaviour:
         return _Behaviour(die=True)
     if model == "overloaded-midstream":
         return _Behaviour(overloaded_midstream=True)
+    if model in ("context-overflow", "content-policy"):
+        return _Behaviour(refusal=model)
+    if (match := _STATUS_AFTER.fullmatch(model)) and 400 <= int(match[1]) <= 599:
+        return _Behaviour(status=int(match[1]), retry_after=float(match[2]))
+    if (match := _FAIL_FIRST.fullmatch(model)) and 400 <= int(match[2]) <= 599:
+        return _Behaviour(
+            status=int(match[2]), retry_after=float(match[3]) if match[3] else None, fail_first=int(match[1])
+        )
     switch, _, argument = model.partition("-")
     try:
         if switch == "slow":
@@ -384,8 +408,13 @@ async def _apply_behaviour(call: _Call, dialect: str, answer: _Answer) -> web.St
         return await answer(call)
     if behaviour.delay:
         await asyncio.sleep(behaviour.delay)
-    if behaviour.status is not None:
-        return _error_response(dialect, behaviour.status, _status_message(behaviour.status), call.headers)
+    if behaviour.refusal is not None:
+        return _refusal_response(dialect, behaviour.refusal, call.headers)
+    if behaviour.status is not None and call.request.app[SERVER_KEY].fails_now(call.model, behaviour.fail_first):
+        headers = call.headers
+        if behaviour.retry_after is not None:
+            headers = {**headers, "retry-after": f"{behaviour.retry_after:g}"}
+        return _error_response(dialect, behaviour.status, _status_message(behaviour.status), headers)
     if behaviour.malformed:
         return web.Response(body=b"<html>oops</html>", content_type="text/html", headers=call.headers)
     if behaviour.die and not call.body.get("stream"):
@@ -393,6 +422,35 @@ async def _apply_behaviour(call: _Call, dialect: str, answer: _Answer) -> web.St
     if behaviour.piece_delay and not call.body.get("stream"):
         await asyncio.sleep(behaviour.piece_delay * behaviour.pieces)
     return await answer(call)
+
+
+def _refusal_response(dialect: str, refusal: str, headers: dict[str, str]) -> web.Response:
+    """A 400 for a prompt too long for the model, or refused under the content policy, in the provider's words."""
+    if refusal == "context-overflow":
+        if dialect == ANTHROPIC:
+            return _error_response(dialect, 400, "prompt is too long: 210000 tokens > 200000 maximum", headers)
+        message = "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000."
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+        return _json_response(body, headers, 400)
+    message = "Your request was rejected as a result of our safety system."
+    if dialect == ANTHROPIC:
+        return _error_response(dialect, 400, message, headers)
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "content_policy_violation",
+        }
+    }
+    return _json_response(body, headers, 400)
 
 
 def _require(body: dict[str, Any], *names: str, dialect: str = OPENAI) -> None:
@@ -842,6 +900,7 @@ class ProviderServer:
         self.url = ""
         self.requests: list[RecordedRequest] = []
         self._record_requests = record
+        self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -867,6 +926,14 @@ class ProviderServer:
         """Forget the recorded requests."""
         with self._lock:
             self.requests.clear()
+
+    def fails_now(self, model: str, fail_first: int) -> bool:
+        """Whether a scripted failure applies to this request: always, or to the first `fail_first` for the name."""
+        if not fail_first:
+            return True
+        with self._lock:
+            seen = self._seen[model] = self._seen.get(model, 0) + 1
+        return seen <= fail_first
 
     def stop(self) -> None:
         if self._loop is None or self._thread is None:

@@ -12,7 +12,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from http.cookiejar import CookieJar
@@ -214,6 +214,8 @@ class Exchange:
     meta: dict
     traceparent: str
     error_format: ErrorFormat
+    # Called with the record once a relayed stream has ended, however it ended (the router's bookkeeping).
+    on_stream_end: Callable[[RequestRecord], None] | None = None
 
 
 class ProviderAdapter:
@@ -321,6 +323,7 @@ class ProviderAdapter:
                 error_format=self.exchange.error_format,
                 limits=streaming.StreamLimits.from_settings(),
                 encoding=encoding,
+                on_finish=self.exchange.on_stream_end,
             ),
             content_type="text/event-stream",
         )

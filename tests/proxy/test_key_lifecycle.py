@@ -5,9 +5,6 @@ bogus keys refused without reaching the database or pushing valid keys out of th
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -62,62 +59,6 @@ def test_switching_a_project_to_metadata_only_applies_to_the_next_request(caller
         document = published.wait_for(response.headers["x-request-id"])
         assert document["attributes"]["metadata"]["content_redacted"] is True
         assert "diagnosis" not in str(document)
-
-
-@pytest.fixture
-def test_database_url(django_db_setup) -> str:
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("another gateway process shares the database only on PostgreSQL (set DATABASE_URL)")
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def other_gateway(test_database_url, tmp_path, _providers_point_at_local_server):
-    """A second gateway process under uvicorn, as another worker of the same deployment would be."""
-    with socket_port() as port:
-        pass
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-        "DATABASE_URL": test_database_url,
-        "REDIS_URL": settings.REDIS_URL,
-        "GATEWAY_VAR_DIR": str(tmp_path),
-        "TELEMETRY_ENABLED": "false",
-    }
-    command = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", str(port)]
-    log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
-        assert time.monotonic() < deadline, "the second gateway did not start"
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
-    log.close()
-
-
-class socket_port:
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        return self.sock.getsockname()[1]
-
-    def __exit__(self, *exc):
-        self.sock.close()
 
 
 def wait_until_listening(caller, base_url: str, key: str) -> None:
