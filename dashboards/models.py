@@ -253,6 +253,7 @@ class ThreadUser(models.Model):
     def __str__(self):
         return f"{self.thread_id}: {self.user_id}"
 
+
 class DashboardPreference(models.Model):
     """A dashboard user's own settings: for now the time zone every page, chart and CSV is shown in."""
 

@@ -324,7 +324,6 @@ class RequestRecord:
                     "error_message": self.error_message,
                     "gateway_key_id": self.gateway_key_id,
                     "limit_refused": self.limit_refused,
-
                     "model_group": self.model_group,
                     "deployment": self.deployment,
                     "fallback_used": self.fallback_used,
