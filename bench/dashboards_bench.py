@@ -41,6 +41,7 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     from dashboards import selectors, services
+    from dashboards.demo import DEMO_SLUG_PREFIX
     from dashboards.progress import ProgressBar
     from telemetry.models import RequestLog
 
@@ -74,26 +75,28 @@ def main() -> None:
     client.force_login(staff)
 
     window = selectors.window_from(range_key=options.range)
-    org_scope = selectors.Scope(org_ids=("acme",))
+    # The busiest demo org, as the demo seeding names it.
+    org = f"{DEMO_SLUG_PREFIX}acme"
+    org_scope = selectors.Scope(org_ids=(org,))
     no_filters = selectors.UsageFilters()
     project = selectors.usage_breakdown(scope=org_scope, window=window, filters=no_filters, by="project_id", limit=1)
     user = selectors.usage_breakdown(scope=org_scope, window=window, filters=no_filters, by="user_id", limit=1)
     if not project or not user:
-        sys.exit("No traffic for org 'acme' in the range; seed with the demo data first.")
+        sys.exit(f"No traffic for org {org!r} in the range; seed with the demo data first.")
     query = f"?range={options.range}"
     pages = {
         "overview": f"/dashboards/{query}",
-        "org": f"/dashboards/orgs/acme/{query}",
-        "project": f"/dashboards/orgs/acme/projects/{project[0].key}/{query}",
-        "user": f"/dashboards/orgs/acme/users/{user[0].key}/{query}",
-        "org 24h": "/dashboards/orgs/acme/?range=24h",
-        "org 7d": "/dashboards/orgs/acme/?range=7d",
-        "explorer": f"/dashboards/orgs/acme/logs/{query}",
-        "explorer filtered": f"/dashboards/orgs/acme/logs/{query}&provider=openai&status=error",
-        "explorer search": f"/dashboards/orgs/acme/logs/{query}&q=refund",
-        "csv by user": f"/dashboards/orgs/acme/export.csv{query}&by=user_id",
+        "org": f"/dashboards/orgs/{org}/{query}",
+        "project": f"/dashboards/orgs/{org}/projects/{project[0].key}/{query}",
+        "user": f"/dashboards/orgs/{org}/users/{user[0].key}/{query}",
+        "org 24h": f"/dashboards/orgs/{org}/?range=24h",
+        "org 7d": f"/dashboards/orgs/{org}/?range=7d",
+        "explorer": f"/dashboards/orgs/{org}/logs/{query}",
+        "explorer filtered": f"/dashboards/orgs/{org}/logs/{query}&provider=openai&status=error",
+        "explorer search": f"/dashboards/orgs/{org}/logs/{query}&q=refund",
+        "csv by user": f"/dashboards/orgs/{org}/export.csv{query}&by=user_id",
         # A filter needs the combinations, not the per-dimension facets: the slower way in.
-        "org filtered": f"/dashboards/orgs/acme/{query}&provider=openai",
+        "org filtered": f"/dashboards/orgs/{org}/{query}&provider=openai",
     }
     print(f"\n{rows:,} request logs; range {options.range}; {options.requests} requests per page (after 3 warm-up)")
     print(f"{'page':<20}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}  url")

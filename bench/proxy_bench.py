@@ -1,6 +1,6 @@
 """Proxy benchmark: the gateway against the same load sent straight to the upstream.
 
-    python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
+    python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison] [--make-run]
 
 Starts a local upstream that answers at once (plain, and streams of 20 content
 chunks plus usage), starts the gateway with one uvicorn worker and telemetry on,
@@ -8,6 +8,10 @@ drives load with wrk (plain requests) and an aiohttp client (streams), and
 prints each figure beside the same load sent directly to the upstream.
 Telemetry is handed to the real broker (REDIS_URL, else the embedded one);
 no Celery worker runs during the load, so export work does not share the CPU.
+
+With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags,
+multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
+Makefile's Celery worker on the same machine exporting what the load produces.
 """
 
 from __future__ import annotations
@@ -52,11 +56,22 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def make_run_commands() -> tuple[list[str], list[str]]:
+    """`make run`'s uvicorn flags and Celery worker arguments, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    flags = re.search(r"^UVICORN_FLAGS \?= (.+)$", makefile, re.M).group(1).split()
+    worker = re.search(r"^WORKER = \$\(BIN\)/celery (.+)$", makefile, re.M).group(1).split()
+    return flags, worker
+
+
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
-    def __init__(self, *, telemetry: bool):
+    def __init__(self, *, telemetry: bool, multiprocess_metrics: bool = False, worker: bool = False, flags=None):
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+        self.worker = worker
+        # The gateway's own flags beyond host, port and workers (None: this benchmark's).
+        self.flags = flags or ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
         self.upstream_port = free_port()
         self.gateway_port = free_port()
         self.env = os.environ | {
@@ -65,10 +80,14 @@ class Stack:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
             "OPENAI_API_KEY": "sk-bench",
             "TELEMETRY_ENABLED": "true" if telemetry else "false",
-            "LOG_LEVEL": "WARNING",
         }
+        if flags is None:  # make run logs at its default level; this benchmark quiets the gateway
+            self.env["LOG_LEVEL"] = "WARNING"
         if "DATABASE_URL" not in os.environ:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
+        if multiprocess_metrics:
+            (self.workdir / "prometheus").mkdir()
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "prometheus")
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> Stack:
@@ -104,18 +123,23 @@ class Stack:
                 str(self.gateway_port),
                 "--workers",
                 "1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *self.flags,
             ],
             cwd=ROOT,
             env=self.env,
         )
         self.processes.append(self.gateway)
+        if self.worker:
+            _, worker_arguments = make_run_commands()
+            self.processes.append(
+                subprocess.Popen(
+                    [PYTHON, "-m", "celery", *worker_arguments],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         wait_for_port(self.upstream_port)
         wait_for_port(self.gateway_port)
         return self
@@ -242,9 +266,15 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=300, help="sequential streams for the TTFB figures")
     parser.add_argument("--no-telemetry-comparison", action="store_true")
+    parser.add_argument("--make-run", action="store_true", help="run the gateway and a worker as `make run` does")
     args = parser.parse_args()
 
-    stack = Stack(telemetry=True).start()
+    if args.make_run:
+        flags, _ = make_run_commands()
+        like = {"multiprocess_metrics": True, "worker": True, "flags": flags}
+    else:
+        like = {}
+    stack = Stack(telemetry=True, **like).start()
     try:
         key = stack.key
         wrk(stack.gateway_url, key, connections=8, duration=3)  # warm-up
@@ -261,7 +291,7 @@ def main() -> None:
 
     off_c32 = None
     if not args.no_telemetry_comparison:
-        quiet = Stack(telemetry=False).start()
+        quiet = Stack(telemetry=False, **like).start()
         try:
             wrk(quiet.gateway_url, quiet.key, connections=8, duration=3)
             off_c32 = wrk(quiet.gateway_url, quiet.key, connections=32, duration=args.duration)
