@@ -44,6 +44,8 @@ _values_of = operator.attrgetter(*_NAMES)
 # A segment names the fields once, in its first line; each record is then an array of values,
 # cheaper to write than an object, and still readable by a version whose record has changed.
 _HEADER = orjson.dumps({"fields": _NAMES}) + b"\n"
+# The least of the next segment the hand-off thread makes ready for the event loop (see _Open).
+_PREFILL_MIN = 64 * 1024
 # Raw bodies and stream events are bytes, which JSON cannot hold: they go as latin-1 text, byte for byte.
 _BYTES_FIELDS = frozenset(f.name for f in fields(RequestRecord) if "bytes" in str(f.type))
 
@@ -114,14 +116,14 @@ class _Open:
     survives the process being killed. The file is allocated at its full capacity and cut to
     what was written when sealed; a segment a killed process left ends in zero bytes, skipped on reading.
 
-    `prefill` writes those zero bytes ahead (the hand-off thread does, for the next segment): the
-    first copy into each page of a merely allocated file faults into the filesystem, some
+    `prefill` bytes of zeros are written ahead (the hand-off thread does, for the next segment):
+    the first copy into each page of a merely allocated file faults into the filesystem, some
     microseconds per page on the event loop, where a page already in the page cache costs nothing.
     """
 
     __slots__ = ("fd", "map", "path", "position", "records")
 
-    def __init__(self, path: Path, capacity: int, *, prefill: bool = False):
+    def __init__(self, path: Path, capacity: int, *, prefill: int = 0):
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -129,7 +131,7 @@ class _Open:
             # SIGBUS on a later copy into an unbacked page.
             os.posix_fallocate(self.fd, 0, capacity)
             if prefill:
-                os.pwrite(self.fd, bytes(capacity), 0)
+                os.pwrite(self.fd, bytes(min(prefill, capacity)), 0)
             self.map = mmap.mmap(self.fd, capacity)
         except OSError:
             os.close(self.fd)
@@ -288,10 +290,12 @@ class Journal:
         if memory_only:
             sealed.append(Segment(path=None, size=0, records=memory_only))
         if written:
-            self._prepare_spare()
+            # Twice what this interval wrote: room for a rise in traffic, without zeroing a whole
+            # segment for a few records.
+            self._prepare_spare(prefill=2 * sum(segment.position for segment in written))
         return sealed
 
-    def _prepare_spare(self) -> None:
+    def _prepare_spare(self, *, prefill: int) -> None:
         """Allocate and prefill the segment the event loop will write next, here rather than there."""
         with self._lock:
             if self._spare is not None or self._directory is None or self._bytes + len(_HEADER) > self.max_bytes:
@@ -301,7 +305,7 @@ class Journal:
             # Counted before the file exists, so that appends meanwhile see the bound with it.
             self._bytes += len(_HEADER)
         try:
-            spare = _Open(path, self.SEGMENT_CAPACITY, prefill=True)
+            spare = _Open(path, self.SEGMENT_CAPACITY, prefill=max(prefill, _PREFILL_MIN))
         except OSError:
             with self._lock:
                 self._bytes -= len(_HEADER)
