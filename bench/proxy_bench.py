@@ -1,6 +1,6 @@
 """Proxy benchmark: the gateway against the same load sent straight to the upstream.
 
-    python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison]
+    python bench/proxy_bench.py [--duration 10] [--no-telemetry-comparison] [--make-run]
     python bench/proxy_bench.py --otlp [--rounds 3] [--duration 10]
     python bench/proxy_bench.py --budget [--rounds 3]   # a budget and two limits on the key, vs none
     python bench/proxy_bench.py --two-deployment-group [--rounds 3] [--duration 10]
@@ -26,6 +26,10 @@ With --two-deployment-group it compares, on one gateway, a model served by a gro
 deployments (both the local upstream, weighted random) with the same model on today's single
 upstream route; runs alternate between the two, round after round, so that other load on the
 machine falls on both alike, and each figure is the median of its rounds.
+
+With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags,
+multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
+Makefile's Celery worker on the same machine exporting what the load produces.
 """
 
 from __future__ import annotations
@@ -85,6 +89,14 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def make_run_commands() -> tuple[list[str], list[str]]:
+    """`make run`'s uvicorn flags and Celery worker arguments, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    flags = re.search(r"^UVICORN_FLAGS \?= (.+)$", makefile, re.M).group(1).split()
+    worker = re.search(r"^WORKER = \$\(BIN\)/celery (.+)$", makefile, re.M).group(1).split()
+    return flags, worker
+
+
 class Stack:
     """The upstream and the gateway as separate processes, as in production."""
 
@@ -95,10 +107,16 @@ class Stack:
         extra_env: dict[str, str] | None = None,
         key_options: tuple[str, ...] = (),
         root: Path = ROOT,
+        multiprocess_metrics: bool = False,
+        worker: bool = False,
+        flags=None,
     ):
         self.key_options = key_options
         self.root = root
         self.workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+        self.worker = worker
+        # The gateway's own flags beyond host, port and workers (None: this benchmark's).
+        self.flags = flags or ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
         self.upstream_port = free_port()
         self.gateway_port = free_port()
         untraced = {name: "" for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
@@ -111,12 +129,16 @@ class Stack:
                 "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
                 "OPENAI_API_KEY": "sk-bench",
                 "TELEMETRY_ENABLED": "true" if telemetry else "false",
-                "LOG_LEVEL": "WARNING",
             }
             | (extra_env or {})
         )
+        if flags is None:  # make run logs at its default level; this benchmark quiets the gateway
+            self.env["LOG_LEVEL"] = "WARNING"
         if "DATABASE_URL" not in os.environ:
             self.env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
+        if multiprocess_metrics:
+            (self.workdir / "prometheus").mkdir()
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "prometheus")
         # A database URL makes the run a deployment, which must have keys of its own (gateway_project.safety).
         self.env = BENCH_DEPLOYMENT_ENV | self.env
         self.processes: list[subprocess.Popen] = []
@@ -162,18 +184,23 @@ class Stack:
                 str(self.gateway_port),
                 "--workers",
                 "1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *self.flags,
             ],
             cwd=self.root,
             env=self.env,
         )
         self.processes.append(self.gateway)
+        if self.worker:
+            _, worker_arguments = make_run_commands()
+            self.processes.append(
+                subprocess.Popen(
+                    [PYTHON, "-m", "celery", *worker_arguments],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         wait_for_port(self.upstream_port)
         wait_for_port(self.gateway_port)
         return self
@@ -511,6 +538,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of a comparison")
     parser.add_argument("--baseline", help="with --two-deployment-group: a checkout whose single route runs alongside")
+    parser.add_argument("--make-run", action="store_true", help="run the gateway and a worker as `make run` does")
     args = parser.parse_args()
     if args.otlp:
         tracing_comparison(rounds=args.rounds, duration=args.duration)
@@ -522,7 +550,12 @@ def main() -> None:
         compare_group(args)
         return
 
-    stack = Stack(telemetry=True).start()
+    if args.make_run:
+        flags, _ = make_run_commands()
+        like = {"multiprocess_metrics": True, "worker": True, "flags": flags}
+    else:
+        like = {}
+    stack = Stack(telemetry=True, **like).start()
     try:
         key = stack.key
         wrk(stack.gateway_url, key, connections=8, duration=3)  # warm-up
@@ -539,7 +572,7 @@ def main() -> None:
 
     off_c32 = None
     if not args.no_telemetry_comparison:
-        quiet = Stack(telemetry=False).start()
+        quiet = Stack(telemetry=False, **like).start()
         try:
             wrk(quiet.gateway_url, quiet.key, connections=8, duration=3)
             off_c32 = wrk(quiet.gateway_url, quiet.key, connections=32, duration=args.duration)

@@ -8,26 +8,34 @@ import orjson
 from django.conf import settings
 
 
-def byte_bounded_chunks(documents: list[dict], *, max_bytes: int) -> Iterator[list[dict]]:
-    """Consecutive runs of `documents` of at most `max_bytes` of JSON each; a larger document goes alone."""
-    chunk: list[dict] = []
-    size = 0
-    for document in documents:
-        document_size = len(orjson.dumps(document)) + 1
-        if chunk and size + document_size > max_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(document)
+def byte_bounded_chunks(sizes: list[int], *, max_bytes: int) -> Iterator[slice]:
+    """Consecutive runs of documents of the given JSON `sizes`, at most `max_bytes` each (one
+    more byte per document for its separator); a larger document goes alone."""
+    start, size = 0, 0
+    for index, document_size in enumerate(sizes):
+        document_size += 1
+        if index > start and size + document_size > max_bytes:
+            yield slice(start, index)
+            start, size = index, 0
         size += document_size
-    if chunk:
-        yield chunk
+    if start < len(sizes):
+        yield slice(start, len(sizes))
 
 
-def publish_in_chunks(publisher, documents: list[dict]) -> None:
+def publish_in_chunks(publisher, documents: list[dict], encoded: list[bytes] | None = None) -> None:
     """Publish the documents a chunk at a time; raises on the first chunk that fails.
 
-    Chunks published before a failure are published again with the rest on the next
-    attempt, which is harmless: every exporter skips records it already has.
+    `encoded` holds each document's JSON where the caller has it (the hand-off does): chunks are
+    sized by it, and a publisher with `takes_encoded` publishes those bytes instead of encoding
+    the documents again. Chunks published before a failure are published again with the rest
+    on the next attempt, which is harmless: every exporter skips records it already has.
     """
-    for chunk in byte_bounded_chunks(documents, max_bytes=settings.TELEMETRY_PUBLISH_MAX_BYTES):
-        publisher.publish(chunk)
+    if encoded is None:
+        encoded = [orjson.dumps(document) for document in documents]
+    sizes = [len(data) for data in encoded]
+    takes_encoded = getattr(publisher, "takes_encoded", False)
+    for chunk in byte_bounded_chunks(sizes, max_bytes=settings.TELEMETRY_PUBLISH_MAX_BYTES):
+        if takes_encoded:
+            publisher.publish(documents[chunk], encoded=encoded[chunk])
+        else:
+            publisher.publish(documents[chunk])

@@ -36,11 +36,14 @@ logger = logging.getLogger(__name__)
 class CeleryPublisher:
     """Sends each batch to the exporters' Celery queues."""
 
-    def publish(self, documents: list[dict]) -> None:
+    # The hand-off's JSON of each document goes into the task messages as it is.
+    takes_encoded = True
+
+    def publish(self, documents: list[dict], encoded: list[bytes] | None = None) -> None:
         from telemetry.tasks import enqueue_batch
 
         try:
-            enqueue_batch(documents)
+            enqueue_batch(documents, encoded)
         except Exception:
             self.reset_connections()
             raise
@@ -170,7 +173,7 @@ class HandoffPipeline:
     def _flush_locked(self) -> int:
         journal = self.journal
         for segment in journal.seal():
-            segment.documents = self._documents(segment.records, observe=True)
+            segment.documents, segment.encoded = self._documents(segment.records, observe=True)
             segment.records = None
             self._shipping.append(segment)
         journal.report_dropped()
@@ -180,9 +183,10 @@ class HandoffPipeline:
         while self._shipping:
             batch = self._next_batch()
             documents = [document for segment in batch for document in segment.documents]
+            encoded = [data for segment in batch for data in segment.encoded]
             try:
                 if documents:
-                    chunking.publish_in_chunks(self.publisher, documents)
+                    chunking.publish_in_chunks(self.publisher, documents, encoded)
             except Exception:
                 logger.warning("telemetry: publish failed, %d records kept locally", self.backlog, exc_info=True)
                 self._failing = True
@@ -204,18 +208,19 @@ class HandoffPipeline:
             if batch and count + segment.count > _PUBLISH_MAX:
                 break
             if segment.documents is None:
-                segment.documents = self._documents(self.journal.read(segment), observe=False)
+                segment.documents, segment.encoded = self._documents(self.journal.read(segment), observe=False)
             batch.append(segment)
             count += segment.count
             if count >= _PUBLISH_MAX:
                 break
         return batch
 
-    def _documents(self, records: list[RequestRecord], *, observe: bool) -> list[dict]:
-        documents = []
+    def _documents(self, records: list[RequestRecord], *, observe: bool) -> tuple[list[dict], list[bytes]]:
+        """Each record's document and its JSON, encoded once here for the chunking and the publish."""
+        documents, encoded = [], []
         for record in records:
             try:
-                document = record.to_document()
+                document, data = record.to_encoded_document()
             except Exception:
                 logger.exception("telemetry: could not build the document for request %s", record.id)
                 metrics.TELEMETRY_RECORDS_DROPPED.labels("unserialisable").inc()
@@ -225,7 +230,8 @@ class HandoffPipeline:
                 metrics.observe_request(document)
                 _end_trace(record, document)
             documents.append(document)
-        return documents
+            encoded.append(data)
+        return documents, encoded
 
     def _hold_in_memory(self) -> None:
         """Keep up to TELEMETRY_LOCAL_BUFFER_MAX documents in memory; the rest are read again from disk."""
@@ -237,7 +243,7 @@ class HandoffPipeline:
             if held + segment.count <= limit:
                 held += segment.count
             elif segment.path is not None:
-                segment.documents = None
+                segment.documents = segment.encoded = None
             else:  # no journal: memory is all there is
                 self._shipping.remove(segment)
                 metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc(segment.count)
@@ -263,6 +269,7 @@ class HandoffPipeline:
                 await self._flusher
         self._flusher = None
         await self.aflush()
+        await self._in_flush_thread(self.journal.close)
         # Price overrides are read from the flush thread; close its database connection with it.
         await self._in_flush_thread(connections.close_all)
 

@@ -233,6 +233,10 @@ class RequestRecord:
     # --- Off the hot path -------------------------------------------------------
 
     def to_document(self) -> dict:
+        return self.to_encoded_document()[0]
+
+    def to_encoded_document(self) -> tuple[dict, bytes]:
+        """The storable document and its JSON, encoded once for every step after this one."""
         from telemetry.streams import accumulate_stream
 
         request = self.request_json if self.request_json is not None else _decode_body(self.request_body)
@@ -331,7 +335,7 @@ class RequestRecord:
                 },
             },
         }
-        return storable.storable(document, max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
+        return storable.storable_encoded(document, max_bytes=settings.TELEMETRY_MAX_DOCUMENT_BYTES)
 
     def billed(self) -> tuple[pricing.TokenUsage, float | None]:
         """The usage and USD cost the document will record, worked out without building it (budgets settle by it)."""

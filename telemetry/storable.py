@@ -33,13 +33,23 @@ _PAYLOADS = (
 
 def storable(document: dict, *, max_bytes: int) -> dict:
     """`storable_text` then `capped`, with one encoding for the common document that needs neither."""
+    return storable_encoded(document, max_bytes=max_bytes)[0]
+
+
+def storable_encoded(document: dict, *, max_bytes: int) -> tuple[dict, bytes]:
+    """`storable`, and the JSON of what it returns: the common document is encoded once, and
+    that encoding is what the hand-off sizes its chunks by and publishes."""
     try:
         encoded = orjson.dumps(document)
     except TypeError:
-        return capped(_serialisable(document), max_bytes=max_bytes)
-    if b"\\u0000" in encoded:
-        return capped(_clean(document), max_bytes=max_bytes)
-    return document if len(encoded) <= max_bytes else capped(document, max_bytes=max_bytes)
+        document = capped(_serialisable(document), max_bytes=max_bytes)
+    else:
+        if b"\\u0000" not in encoded and len(encoded) <= max_bytes:
+            return document, encoded
+        if b"\\u0000" in encoded:
+            document = _clean(document)
+        document = capped(document, max_bytes=max_bytes)
+    return document, orjson.dumps(document)
 
 
 def storable_text(document: dict) -> dict:

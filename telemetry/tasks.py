@@ -11,6 +11,7 @@ import dataclasses
 import random
 import time
 
+import orjson
 from celery import shared_task
 from celery.result import EagerResult
 from celery.signals import worker_process_shutdown
@@ -24,20 +25,30 @@ _BACKLOG_EVERY = 5.0
 _backlog_read_at: dict[str, float] = {}
 
 
-def enqueue_batch(documents: list[dict]) -> None:
+def enqueue_batch(documents: list[dict], encoded: list[bytes] | None = None) -> None:
     """Publish the documents to every enabled exporter's queue, in tasks of its batch size.
 
+    `encoded`, each document's JSON where the caller has it, goes into the task messages as
+    it is (`orjson.Fragment`), so the documents are not encoded again for every exporter.
     Publishing never retries: with the broker down this raises at once, and the hand-off
     keeps the documents and calls again. Batches published before such a failure are
     then published twice, which is harmless: every exporter skips records it already has.
     """
     if not documents:
         return
+    # A task run in this process (CELERY_TASK_ALWAYS_EAGER) is handed its arguments unencoded.
+    if encoded is not None and not export_batch.app.conf.task_always_eager:
+        documents = [orjson.Fragment(data) for data in encoded]
     for config in selectors.enabled_exporter_configs():
         size = max(config.batch_size, 1)
         for start in range(0, len(documents), size):
+            batch = documents[start : start + size]
             result = export_batch.apply_async(
-                args=(config.name, documents[start : start + size]), queue=config.queue, retry=False
+                args=(config.name, batch),
+                queue=config.queue,
+                retry=False,
+                # What task events and logs show of the arguments, without a repr of every document.
+                argsrepr=f"({config.name!r}, <{len(batch)} documents>)",
             )
             if isinstance(result, EagerResult):
                 # Run in-process (CELERY_TASK_ALWAYS_EAGER): a failure goes back to the hand-off.

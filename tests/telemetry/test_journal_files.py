@@ -72,3 +72,24 @@ def test_segments_of_a_live_process_are_left_alone_and_a_dead_ones_are_taken_ove
     finally:
         if writer.poll() is None:
             writer.kill()
+
+
+def test_the_next_segment_is_made_ready_at_a_seal_and_removed_at_a_graceful_stop(tmp_path):
+    journal = Journal(tmp_path, max_bytes=1 << 20)
+    journal.append(plain_record())
+    [first] = journal.seal()
+    journal.delete(first)
+    # Allocated and filled with zero bytes by the hand-off thread: the event loop only copies into it.
+    [ready] = tmp_path.glob("*/*.seg")
+    assert ready.read_bytes().rstrip(b"\0").count(b"\n") == 1  # its header, no record yet
+
+    record = plain_record()
+    journal.append(record)
+    [second] = journal.seal()
+
+    assert second.path == ready
+    assert journal.read(second) == [record]
+    journal.delete(second)
+    journal.close()
+    assert [path.name for path in tmp_path.glob("*/*")] == ["lock"]
+    assert journal.size == 0

@@ -59,6 +59,35 @@ def test_worker_exports_the_exact_documents(pipeline, osmem_clone):
         assert hits[document["attributes"]["id"]] == [document]
 
 
+def test_worker_exports_documents_published_as_the_handoffs_json(pipeline, osmem_clone):
+    configure_exporters(es_url=osmem_clone.url)
+    pairs = [plain_record(provider="openai").to_encoded_document(), streaming_record().to_encoded_document()]
+    docs = [document for document, _ in pairs]
+
+    enqueue_batch(docs, [encoded for _, encoded in pairs])
+
+    ids = ids_of(docs)
+    wait_for(lambda: pg_has_exactly(ids) and es_has_exactly(osmem_clone.url, ids), what="both records in both stores")
+    hits = es_hits(osmem_clone.url, ids)
+    for document in docs:
+        assert RequestLog.objects.get(pk=document["attributes"]["id"]).log_data == document
+        assert hits[document["attributes"]["id"]] == [document]
+
+
+def test_task_bodies_published_as_text_before_are_still_read():
+    # Messages queued by a version that published the orjson body as text, read after an upgrade.
+    from kombu.serialization import dumps, loads
+
+    body = (("postgres", [{"attributes": {"id": "a"}}]), {}, {})
+    content_type, content_encoding, data = dumps(body, serializer="orjson")
+
+    assert (content_type, content_encoding) == ("application/x-orjson", "binary")
+    assert isinstance(data, bytes)
+    as_text = data.decode()
+    assert loads(as_text, content_type, "utf-8") == loads(data, content_type, content_encoding)
+    assert loads(data, content_type, content_encoding) == [["postgres", [{"attributes": {"id": "a"}}]], {}, {}]
+
+
 def test_a_batch_enqueued_twice_is_stored_once(pipeline, osmem_clone):
     configure_exporters(es_url=osmem_clone.url)
     batch = documents(40)

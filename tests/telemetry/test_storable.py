@@ -7,6 +7,7 @@ import copy
 import json
 
 import orjson
+from django.test import override_settings
 
 from telemetry import services
 from telemetry.handoff import HandoffPipeline
@@ -155,6 +156,58 @@ def test_the_handoff_publishes_in_byte_bounded_chunks(settings):
     assert len(calls) > 1
     assert all(sum(len(orjson.dumps(doc)) + 1 for doc in call) <= 64 * 1024 for call in calls)
     assert [doc["attributes"]["id"] for call in calls for doc in call] == [record.id for record in records]
+
+
+class RecordingEncodedPublisher:
+    """A publisher that takes the hand-off's JSON of each document, as the Celery one does."""
+
+    takes_encoded = True
+    calls: list[tuple[list[dict], list[bytes]]] = []
+
+    def publish(self, documents: list[dict], encoded: list[bytes] | None = None) -> None:
+        type(self).calls.append((list(documents), list(encoded)))
+
+
+def test_the_handoff_publishes_each_documents_json_as_it_was_encoded_and_sizes_chunks_by_it(settings):
+    settings.TELEMETRY_PUBLISHER = f"{__name__}.RecordingEncodedPublisher"
+    settings.TELEMETRY_PUBLISH_MAX_BYTES = 64 * 1024
+    RecordingEncodedPublisher.calls = []
+    pipeline = HandoffPipeline()
+    records = []
+    for index in range(30):
+        record = plain_record()
+        record.request_json["messages"][0]["content"] += " padding" * 1_000  # about 8 KB each
+        if index == 7:  # one that must be cleaned: its published JSON is that of the cleaned document
+            record.request_json["messages"][0]["content"] += "\u0000"
+        records.append(record)
+
+    async def serve():
+        for record in records:
+            pipeline.submit(record)
+        await pipeline.aclose()
+
+    asyncio.run(serve())
+
+    calls = RecordingEncodedPublisher.calls
+    assert len(calls) > 1
+    for documents_published, encoded in calls:
+        assert [orjson.loads(data) for data in encoded] == documents_published
+        assert sum(len(data) + 1 for data in encoded) <= 64 * 1024
+    published = [doc for call, _ in calls for doc in call]
+    assert [doc["attributes"]["id"] for doc in published] == [record.id for record in records]
+    assert REPLACEMENT in published[7]["attributes"]["request"]["messages"][0]["content"]
+
+
+def test_a_document_encoded_for_storing_is_the_json_of_the_storable_document():
+    record = plain_record()
+    record.request_json["messages"][0]["content"] = "nul\u0000" + "x" * 4096
+
+    with override_settings(TELEMETRY_MAX_DOCUMENT_BYTES=2048):
+        document, encoded = record.to_encoded_document()
+
+    assert orjson.loads(encoded) == document
+    assert len(encoded) <= 2048
+    assert document["attributes"]["metadata"]["truncated_fields"]
 
 
 def test_a_payload_nested_past_what_json_writers_accept_is_replaced_and_marked():
