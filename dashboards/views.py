@@ -327,7 +327,7 @@ def session_detail(request, org_slug, thread_id):
     org = access.org_for_user(user=request.user, org_slug=org_slug)
     project_id = request.GET.get("project")
     summary = sessions.thread_summary(org_id=org.slug, thread_id=thread_id, project_id=project_id)
-    after = selectors.decode_cursor(request.GET.get("after", "")) if request.GET.get("after") else None
+    after = read.decode_cursor(request.GET.get("after", "")) if request.GET.get("after") else None
     content_visible = access.may_see_content(user=request.user, org=org)
     view = sessions.thread_view(
         org=org, thread_id=thread_id, project_id=project_id, after=after, content_visible=content_visible
@@ -337,7 +337,7 @@ def session_detail(request, org_slug, thread_id):
     query = {"project": project_id} if project_id is not None else {}
     next_url = None
     if view.after is not None:
-        next_url = pages.with_params(request.path, query | {"after": selectors.encode_cursor(view.entries[-1].log)})
+        next_url = pages.with_params(request.path, query | {"after": read.encode_cursor(view.entries[-1].log)})
     return render(
         request,
         "dashboards/session.html",

@@ -222,7 +222,8 @@ class ProxyView(APIView):
             model=model, org_pk=attribution.grant.org_pk, provider_header=request.headers.get("x-provider")
         )
         # The first choice until an attempt says otherwise: budgets price the reservation with it.
-        self.record.routed(plan.group.targets[0])
+        if plan.group.targets:
+            self.record.routed(plan.group.targets[0])
         return plan
 
     async def forward(self, request, plan: router.RoutePlan, attribution: auth.Attribution, payload: dict, body: bytes):

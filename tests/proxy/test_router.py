@@ -391,13 +391,12 @@ def test_an_anthropic_prompt_too_long_counts_as_a_context_window_error(caller, p
         response = post(caller, path, body)
         metadata = metadata_of(published, response)
         assert metadata["attempts"][0]["status"] == 400
-        if path == CHAT:
-            assert response.status_code == 200
-            assert attempted(metadata)[-1] == ("gpt", 200, None)
-        else:
-            # /v1/messages reaches only Anthropic deployments: the fallback is refused in Anthropic's format.
-            assert response.status_code == 400
-            assert response.json()["type"] == "error"
+        # Both routes fall back to the OpenAI group: /v1/messages is translated for it.
+        assert response.status_code == 200
+        assert attempted(metadata)[-1] == ("gpt", 200, None)
+        assert response.json()["object" if path == CHAT else "type"] == (
+            "chat.completion" if path == CHAT else "message"
+        )
 
 
 def test_a_content_policy_refusal_falls_back_only_where_configured(caller, published, provider_server):

@@ -162,7 +162,8 @@ def test_every_example_query_returns_data(caller, published, prometheus):
     by_model = prometheus.result(PROVIDER_LATENCY_BY_MODEL)
     assert {(s["metric"]["provider"], s["metric"]["model"]) for s in by_model} >= {("openai", "gpt-4o-mini")}
     errors = prometheus.result('rate(http_requests_total{status=~"5.."}[5m])')
-    assert {s["metric"]["status"] for s in errors} == {"503"}
+    # Other tests on the same live gateway leave 5xx statuses of their own; this one's 503s must be there.
+    assert "503" in {s["metric"]["status"] for s in errors}
 
     for promql in (
         "histogram_quantile(0.95, sum by (le) (rate(http_request_size_bytes_bucket[5m])))",
