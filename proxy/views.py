@@ -221,9 +221,11 @@ class ProxyView(APIView):
         plan = await router.plan_route(
             model=model, org_pk=attribution.grant.org_pk, provider_header=request.headers.get("x-provider")
         )
-        # The first choice until an attempt says otherwise: budgets price the reservation with it.
-        if plan.group.targets:
-            self.record.routed(plan.group.targets[0])
+        # The first choice until an attempt says otherwise: budgets price the reservation with it. A group
+        # with no enabled deployment has none; the router answers it (503 no_deployment_available).
+        first = plan.first_choice()
+        if first is not None:
+            self.record.routed(first)
         return plan
 
     async def forward(self, request, plan: router.RoutePlan, attribution: auth.Attribution, payload: dict, body: bytes):

@@ -45,6 +45,14 @@ class RoutePlan:
     def fallbacks(self, trigger: str) -> list[Group]:
         return self.table.fallbacks(self.group, trigger) if self.table is not None else []
 
+    def first_choice(self) -> Target | None:
+        """The deployment a request goes to first, before any attempt: the group's first one or, for a
+        group with none enabled, the first of the groups it falls back to on failure (`serve` goes
+        there next); None when no group has one."""
+        if self.group.targets:
+            return self.group.targets[0]
+        return next((group.targets[0] for group in self.fallbacks("failure")), None)
+
 
 @dataclass(slots=True)
 class Attempt:

@@ -280,3 +280,39 @@ def test_an_exhausted_budget_refuses_anthropic_routes_in_anthropics_shape(caller
     assert int(refused.headers["retry-after"]) > 0
     metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
     assert (metadata["limit_refused"], metadata["error_type"]) == ("project_budget", "insufficient_quota")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_with_no_enabled_deployment_reserves_the_worst_case_of_its_fallback(
+    caller, published, limits_redis, provider_server
+):
+    from proxy.models import Deployment, Fallback, ModelGroup
+
+    first = chat(caller)
+    cost = published.wait_for(first.headers["x-request-id"])["attributes"]["metadata"]["cost"]
+    all_off = ModelGroup.objects.create(name="all-off")
+    Deployment.objects.create(
+        group=all_off, name="off", provider="openai", base_url=provider_server.url + "/v1", enabled=False
+    )
+    spare = ModelGroup.objects.create(name="spare")
+    Deployment.objects.create(
+        group=spare,
+        name="spare-1",
+        provider="openai",
+        base_url=provider_server.url + "/v1",
+        upstream_model="gpt-4o-mini",
+    )
+    Fallback.objects.create(group=all_off, to_group=spare, trigger="failure")
+    # Room for one request's worst case (its real cost here: 20 output tokens of 20), not for two.
+    services.budget_set(
+        scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal(str(cost)) * Decimal("1.5")
+    )
+    body = {**CHAT, "model": "all-off"}
+
+    served = chat(caller, body)
+    assert served.status_code == 200
+    assert published.wait_for(served.headers["x-request-id"])["attributes"]["metadata"]["deployment"] == "spare-1"
+    wait_settled()
+    refused = chat(caller, body)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core.management import call_command
@@ -76,7 +77,7 @@ def test_redis_down_fails_open_by_default_and_the_spend_reaches_redis_once_it_is
     cost = request_cost(caller, published)
     budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="10")
     working_url = settings.GATEWAY_LIMITS_REDIS_URL
-    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{_free_port()}/3"
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(working_url)
     served = chat(caller)
     assert served.status_code == 200
     assert "x-ratelimit-limit-requests" not in served.headers
@@ -94,11 +95,18 @@ def test_redis_down_fails_open_by_default_and_the_spend_reaches_redis_once_it_is
     assert int(counter[b"spent"]) == pytest.approx(cost * 1e9, abs=2)
 
 
+def _unreachable(url: str) -> str:
+    """The same Redis database on a port nothing listens on: an outage, with the counters' key prefix unchanged
+    (it is per database, so another database number would put the spend under keys of its own)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{_free_port()}"))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_redis_down_fails_closed_with_a_503_when_so_configured(caller, published, settings):
     services.budget_set(scope=Scope.ORG, org=caller.org, usd="10")
     settings.GATEWAY_LIMITS_FAIL_MODE = "closed"
-    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{_free_port()}/3"
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(settings.GATEWAY_LIMITS_REDIS_URL)
     refused = chat(caller)
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "limits_unavailable"
@@ -119,7 +127,9 @@ def test_budgets_rebuild_restores_spend_from_the_postgres_logs_after_a_redis_flu
     assert [a.status_code for a in answers] == [200, 200]
     documents = [published.wait_for(a.headers["x-request-id"]) for a in answers]
     first = published.all()[0]
-    PostgresExporter("postgres").export([first, *documents])
+    exported = PostgresExporter("postgres").export([first, *documents])
+    assert (exported.failed, exported.transient_error) == ({}, "")
+    assert len(exported.succeeded) == 3
     wait_settled()
     clear_counters()  # what a Redis flush would do: the next request would be admitted against nothing
     call_command("budgets_rebuild")

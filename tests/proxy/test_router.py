@@ -565,6 +565,22 @@ def test_a_change_to_a_group_applies_to_the_next_request(caller, published, prov
     assert response.json()["error"]["code"] == "no_deployment_available"
 
 
+def test_a_group_with_no_enabled_deployment_is_served_by_its_failure_fallback(caller, published, provider_server):
+    group = make_group("all-off")
+    openai_deployment(group, "off", provider_server, model="chunks-1", enabled=False)
+    spare = make_group("spare")
+    openai_deployment(spare, "spare-1", provider_server, model="chunks-2")
+    Fallback.objects.create(group=group, to_group=spare, trigger="failure")
+
+    response = chat(caller, "all-off")
+
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "tok0 tok1 "
+    metadata = metadata_of(published, response)
+    assert attempted(metadata) == [("spare-1", 200, None)]
+    assert metadata["fallback_used"] is True
+
+
 def test_a_deployments_own_key_is_sent_and_never_the_deployment_wide_key(caller, monkeypatch, provider_server):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-deployment-wide")
     group = make_group("keyed")
