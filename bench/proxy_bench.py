@@ -27,8 +27,8 @@ deployments (both the local upstream, weighted random) with the same model on to
 upstream route; runs alternate between the two, round after round, so that other load on the
 machine falls on both alike, and each figure is the median of its rounds.
 
-With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags,
-multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
+With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags and
+flush interval, multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
 Makefile's Celery worker on the same machine exporting what the load produces.
 """
 
@@ -95,6 +95,13 @@ def make_run_commands() -> tuple[list[str], list[str]]:
     flags = re.search(r"^UVICORN_FLAGS \?= (.+)$", makefile, re.M).group(1).split()
     worker = re.search(r"^WORKER = \$\(BIN\)/celery (.+)$", makefile, re.M).group(1).split()
     return flags, worker
+
+
+def make_run_env() -> dict[str, str]:
+    """The settings `make run` gives the gateway beyond the defaults, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text()
+    interval = re.search(r"^RUN_TELEMETRY_FLUSH_INTERVAL \?= (.+)$", makefile, re.M).group(1).strip()
+    return {"TELEMETRY_FLUSH_INTERVAL": os.environ.get("TELEMETRY_FLUSH_INTERVAL", interval)}
 
 
 class Stack:
@@ -552,7 +559,7 @@ def main() -> None:
 
     if args.make_run:
         flags, _ = make_run_commands()
-        like = {"multiprocess_metrics": True, "worker": True, "flags": flags}
+        like = {"multiprocess_metrics": True, "worker": True, "flags": flags, "extra_env": make_run_env()}
     else:
         like = {}
     stack = Stack(telemetry=True, **like).start()
