@@ -27,9 +27,11 @@ deployments (both the local upstream, weighted random) with the same model on to
 upstream route; runs alternate between the two, round after round, so that other load on the
 machine falls on both alike, and each figure is the median of its rounds.
 
-With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags,
-multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
-Makefile's Celery worker on the same machine exporting what the load produces.
+With --make-run the gateway runs as `make run` runs it: the Makefile's uvicorn flags and
+flush interval, multiprocess Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), its log level, and the
+Makefile's Celery worker on the same machine exporting what the load produces; it also prints
+the gateway's and the worker's CPU per request at concurrency 32 (the worker's counted until it
+has exported that load), steadier figures than throughput on a busy machine.
 """
 
 from __future__ import annotations
@@ -95,6 +97,13 @@ def make_run_commands() -> tuple[list[str], list[str]]:
     flags = re.search(r"^UVICORN_FLAGS \?= (.+)$", makefile, re.M).group(1).split()
     worker = re.search(r"^WORKER = \$\(BIN\)/celery (.+)$", makefile, re.M).group(1).split()
     return flags, worker
+
+
+def make_run_env() -> dict[str, str]:
+    """The settings `make run` gives the gateway beyond the defaults, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text()
+    interval = re.search(r"^RUN_TELEMETRY_FLUSH_INTERVAL \?= (.+)$", makefile, re.M).group(1).strip()
+    return {"TELEMETRY_FLUSH_INTERVAL": os.environ.get("TELEMETRY_FLUSH_INTERVAL", interval)}
 
 
 class Stack:
@@ -190,17 +199,17 @@ class Stack:
             env=self.env,
         )
         self.processes.append(self.gateway)
+        self.worker_process = None
         if self.worker:
             _, worker_arguments = make_run_commands()
-            self.processes.append(
-                subprocess.Popen(
-                    [PYTHON, "-m", "celery", *worker_arguments],
-                    cwd=ROOT,
-                    env=self.env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            self.worker_process = subprocess.Popen(
+                [PYTHON, "-m", "celery", *worker_arguments],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            self.processes.append(self.worker_process)
         wait_for_port(self.upstream_port)
         wait_for_port(self.gateway_port)
         return self
@@ -217,6 +226,32 @@ class Stack:
         """User and system CPU of the gateway process, all its threads (the span exporter's included)."""
         fields = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def worker_cpu_seconds(self) -> float:
+        """User and system CPU of the Celery worker and its pool processes, those alive now."""
+        total, pending = 0.0, [self.worker_process.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending.extend(int(child) for child in (task / "children").read_text().split())
+            except FileNotFoundError:  # gone meanwhile
+                continue
+        return total
+
+    def worker_cpu_until_idle(self, *, idle: float = 2.0, timeout: float = 120.0) -> float:
+        """The worker's CPU seconds once it has exported what the load left (no CPU for `idle` s)."""
+        deadline = time.monotonic() + timeout
+        last = self.worker_cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(idle)
+            now = self.worker_cpu_seconds()
+            if now - last < 0.02 * idle:
+                return now
+            last = now
+        return last
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.gateway.pid}/status").read_text()
@@ -552,7 +587,7 @@ def main() -> None:
 
     if args.make_run:
         flags, _ = make_run_commands()
-        like = {"multiprocess_metrics": True, "worker": True, "flags": flags}
+        like = {"multiprocess_metrics": True, "worker": True, "flags": flags, "extra_env": make_run_env()}
     else:
         like = {}
     stack = Stack(telemetry=True, **like).start()
@@ -562,7 +597,13 @@ def main() -> None:
         direct_c1 = wrk(stack.upstream_url, key, connections=1, duration=args.duration)
         gateway_c1 = wrk(stack.gateway_url, key, connections=1, duration=args.duration)
         direct_c32 = wrk(stack.upstream_url, key, connections=32, duration=args.duration)
+        if stack.worker_process is not None:
+            worker_before = stack.worker_cpu_until_idle()
+        gateway_before = stack.cpu_seconds()
         gateway_c32 = wrk(stack.gateway_url, key, connections=32, duration=args.duration, rss_probe=stack.rss_mb)
+        gateway_cpu_us = (stack.cpu_seconds() - gateway_before) / gateway_c32["REQUESTS"] * 1e6
+        if stack.worker_process is not None:
+            worker_cpu_us = (stack.worker_cpu_until_idle() - worker_before) / gateway_c32["REQUESTS"] * 1e6
         direct_ttfb, direct_whole = asyncio.run(sequential_streams(stack.upstream_url, key, args.streams))
         gateway_ttfb, gateway_whole = asyncio.run(sequential_streams(stack.gateway_url, key, args.streams))
         stream_errors, stream_damaged = asyncio.run(concurrent_streams(stack.gateway_url, key, 256))
@@ -594,6 +635,9 @@ def main() -> None:
     errors = gateway_c32["NON2XX"] + gateway_c32["SOCKET_ERRORS"]
     print(f"{'Errors at concurrency 32':46} {direct_c32['NON2XX'] + direct_c32['SOCKET_ERRORS']:10.0f} {errors:10.0f}")
     print(f"{'256 concurrent streams: errors / damaged':46} {'':>10} {stream_errors:>5} / {stream_damaged}")
+    print(f"{'Gateway CPU per request at c32 (us)':46} {'':>10} {gateway_cpu_us:10.0f}")
+    if stack.worker_process is not None:
+        print(f"{'Celery worker CPU per request at c32 (us)':46} {'':>10} {worker_cpu_us:10.0f}")
     print(f"{'Gateway worker RSS, peak under load (MB)':46} {'':>10} {gateway_c32['PEAK_RSS_MB']:10.1f}")
     print(f"{'Gateway worker RSS after all runs (MB)':46} {'':>10} {rss_after:10.1f}")
     if off_c32:

@@ -48,6 +48,8 @@ ROLLUPS = (
     (HourlyFacetUsage, "hour"),
     (DailyFacetUsage, "day"),
 )
+# The batch's rows grouped as the finest rollup's, while `apply_new_rows` runs.
+_BATCH_USAGE = "batch_usage_rows"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Only the raw columns a rollup reads, so that the large log document is never touched.
 _SOURCE_COLUMNS = ("timestamp", *schema.ROLLUP_DIMENSIONS, *schema.ROLLUP_MEASURES)
@@ -182,22 +184,26 @@ def apply_new_rows(cursor, table: str) -> None:
     if not _IDENTIFIER.match(table):
         raise ValueError(f"not a plain table name: {table!r}")
     vendor = cursor_vendor(cursor)
+    # One pass over the batch's rows (the histogram buckets and their counts are most of the
+    # work) into the finest rollup's grouping; every rollup is then summed from those few rows,
+    # as `rebuild_day` sums the coarser ones from the finest.
+    execute_sql(cursor, f"DROP TABLE IF EXISTS {_BATCH_USAGE}", [])
+    grouped = _from_raw_sql(source=table, unit="hour", dimensions=HourlyUsage.dimensions, vendor=vendor)
+    execute_sql(cursor, f"CREATE TEMP TABLE {_BATCH_USAGE} AS {grouped}", [])
     for rollup, unit in ROLLUPS:
         # ORDER BY makes concurrent exporter batches lock shared rollup rows in one order, rather
         # than deadlock.
         if issubclass(rollup, FacetUsage):
-            # Summed from the batch's rows grouped as a rollup's, as `rebuild_day` sums them from one.
-            rows = _from_raw_sql(source=table, unit=unit, dimensions=_facet_sources(rollup), vendor=vendor)
             select_sql = _facets_sql(
-                rollup=rollup, source="usage_rows", unit=unit, vendor=vendor, where="true", ordered=True
+                rollup=rollup, source=_BATCH_USAGE, unit=unit, vendor=vendor, where="true", ordered=True
             )
-            sql = f"WITH usage_rows AS ({rows}) {_upsert_sql(rollup=rollup, select_sql=select_sql)}"
         else:
-            select_sql = _from_raw_sql(
-                source=table, unit=unit, dimensions=rollup.dimensions, vendor=vendor, ordered=True
+            summed = _from_rollup_sql(
+                source=_BATCH_USAGE, unit=unit, dimensions=rollup.dimensions, vendor=vendor, where="true"
             )
-            sql = _upsert_sql(rollup=rollup, select_sql=select_sql)
-        execute_sql(cursor, sql, [])
+            select_sql = f"{summed} ORDER BY {_group_by(rollup.dimensions)}"
+        execute_sql(cursor, _upsert_sql(rollup=rollup, select_sql=select_sql), [])
+    execute_sql(cursor, f"DROP TABLE {_BATCH_USAGE}", [])
     # Imported here: the thread rollup's module builds on this one.
     from dashboards import thread_rollups
 

@@ -89,6 +89,13 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 't
 # `make run` seeds demo data only into this embedded default, never into a database someone named.
 DATABASE_IS_EMBEDDED = not env.str("DATABASE_URL", default="")
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded database, written by the worker while the web process reads it: in WAL mode
+    # readers and the writer do not block each other, and a commit waits for no fsync (a power
+    # cut may take the last commits back, never corrupt the file; the journal is not fsynced either).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "init_command", env.str("SQLITE_INIT_COMMAND", default="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -105,12 +105,14 @@ class MakeRun:
         self.log.close()
 
 
-def _stop_and_check(run: MakeRun, send) -> None:
+def _stop_and_check(run: MakeRun, send, while_running=None) -> None:
     try:
         run.wait_until_ready()
         running = run.processes()
         commands = " ".join(command for _, command in running)
         assert "uvicorn" in commands and "celery" in commands, running
+        if while_running is not None:
+            while_running(running)
         send()
         deadline = time.monotonic() + 15
         while run.processes() and time.monotonic() < deadline:
@@ -126,9 +128,20 @@ def _stop_and_check(run: MakeRun, send) -> None:
         run.kill_leftovers()
 
 
+def _environment_of(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode(errors="replace").split("=", 1) for pair in pairs if b"=" in pair)
+
+
+def _web_hands_off_once_a_second(running) -> None:
+    # Bigger export batches for the worker on the same machine (see RUN_TELEMETRY_FLUSH_INTERVAL).
+    web = [pid for pid, command in running if "uvicorn" in command]
+    assert web and all(_environment_of(pid).get("TELEMETRY_FLUSH_INTERVAL") == "1" for pid in web), web
+
+
 def test_sigterm_stops_web_and_worker_and_the_first_run_says_what_to_do_next(tmp_path):
     run = MakeRun(tmp_path, DEMO_LOG_COUNT="300")
-    _stop_and_check(run, lambda: os.kill(run.process.pid, signal.SIGTERM))
+    _stop_and_check(run, lambda: os.kill(run.process.pid, signal.SIGTERM), _web_hands_off_once_a_second)
     output = run.output
     for line in (
         f"{run.url}/v1",
@@ -148,6 +161,9 @@ def test_sigterm_stops_web_and_worker_and_the_first_run_says_what_to_do_next(tmp
     with sqlite3.connect(tmp_path / "tollgate.sqlite3") as database:
         orgs = dict(database.execute("SELECT slug, name FROM proxy_organisation"))
         (logs,) = database.execute("SELECT COUNT(*) FROM ai_gateway_request_logs").fetchone()
+        (journal_mode,) = database.execute("PRAGMA journal_mode").fetchone()
+    # The web process reads while the worker writes, neither waiting for the other.
+    assert journal_mode == "wal"
     assert orgs and all(slug.startswith("demo-") and name.startswith("Demo: ") for slug, name in orgs.items())
     assert logs == 300
 

@@ -43,7 +43,7 @@ import logging
 import re
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connections, transaction
+from django.db import DataError, IntegrityError, connections, models, transaction
 from django.db import Error as DatabaseError
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -227,21 +227,32 @@ class PostgresExporter(Exporter):
                 copy.write_row(_with_log_text(row))
 
     def _write_sqlite(self, connection, rows: _Rows) -> None:
-        objects = [self.model(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
+        rows = list(rows)
         manager = self.model.objects.using(self.database)
-        existing = set(manager.filter(pk__in=[obj.pk for obj in objects]).values_list("pk", flat=True))
-        new = [obj for obj in objects if obj.pk not in existing]
-        manager.bulk_create(new, ignore_conflicts=True)
-        if not self.after_insert:
-            return
+        existing = set(manager.filter(pk__in=[row[_ID] for row in rows]).values_list("pk", flat=True))
+        # Plain parameters for one executemany: building a model instance per row and compiling
+        # the ORM's INSERT cost more than SQLite's own work on the batch.
+        prepare = _sqlite_preparers(self.model, connection)
+        params = [
+            [value if convert is None else convert(value) for convert, value in zip(prepare, row, strict=True)]
+            for row in rows
+            if row[_ID] not in existing
+        ]
         table = connection.ops.quote_name(self.table)
+        columns = ", ".join(connection.ops.quote_name(name) for name in COLUMNS)
+        marks = ", ".join(["%s"] * len(COLUMNS))
         with connection.cursor() as cursor:
+            if not self.after_insert:
+                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING", params)
+                return
+            # The new rows go to the temporary table first and from there, in one statement, to the log.
             cursor.execute(f"DROP TABLE IF EXISTS temp.{NEW_ROWS_TABLE}")
             cursor.execute(f"CREATE TEMP TABLE {NEW_ROWS_TABLE} AS SELECT * FROM {table} WHERE 0")
-            for start in range(0, len(new), 500):
-                ids = [obj.pk for obj in new[start : start + 500]]
-                marks = ", ".join(["%s"] * len(ids))
-                cursor.execute(f"INSERT INTO {NEW_ROWS_TABLE} SELECT * FROM {table} WHERE id IN ({marks})", ids)
+            cursor.executemany(f"INSERT INTO {NEW_ROWS_TABLE} ({columns}) VALUES ({marks})", params)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {NEW_ROWS_TABLE}"
+                " WHERE true ON CONFLICT DO NOTHING"
+            )
             self._run_hooks(cursor)
             cursor.execute(f"DROP TABLE temp.{NEW_ROWS_TABLE}")
 
@@ -282,6 +293,22 @@ class _Rows:
 
     def ids(self) -> list[str]:
         return [row[_ID] for row in self]
+
+
+# Fields whose values (already of the column's Python type, see telemetry.schema) SQLite takes as they are.
+_SQLITE_AS_IS = (models.CharField, models.IntegerField, models.BooleanField)
+
+
+def _sqlite_preparers(model, connection) -> list:
+    """Per column, None or what turns its value into SQLite's (datetimes, decimals, the JSON document)."""
+    preparers = []
+    for name in COLUMNS:
+        field = model._meta.get_field(name)
+        if isinstance(field, _SQLITE_AS_IS):
+            preparers.append(None)
+        else:
+            preparers.append(lambda value, field=field: field.get_db_prep_save(value, connection))
+    return preparers
 
 
 def _create_temp(name: str, like: str) -> str:
