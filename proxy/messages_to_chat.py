@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
-from proxy.translation import TranslationError
+# The Anthropic error type for an HTTP status (shared with the chat-to-Messages direction); statuses
+# not listed fall back by class (4xx, 5xx).
+from proxy.translation import STATUS_ERROR_TYPES, TranslationError
 
 # Fields with no chat-completions counterpart that change what the model may do: refused, not dropped.
 REFUSED_FIELDS = {
@@ -27,20 +29,6 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 TOOL_ERROR_PREFIX = "[tool error] "
 
-# The Anthropic error type for an HTTP status; statuses not listed fall back by class (4xx, 5xx).
-STATUS_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 # An error inside a stream has no status: its OpenAI `code` or `type` says what it is.
 OPENAI_ERROR_TYPES = {
     "invalid_request_error": "invalid_request_error",
