@@ -212,7 +212,19 @@ class GatewayKey(models.Model):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
-class ProviderCredential(models.Model):
+class EncryptedApiKey:
+    """`api_key` in clear for code that needs it, stored only encrypted in `api_key_encrypted`."""
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @api_key.setter
+    def api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+
+class ProviderCredential(EncryptedApiKey, models.Model):
     """An org's own key (and optionally base URL) for one provider, encrypted at rest."""
 
     org = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="provider_credentials")
@@ -226,14 +238,6 @@ class ProviderCredential(models.Model):
 
     def __str__(self):
         return f"{self.org.slug}: {self.provider}"
-
-    @property
-    def api_key(self) -> str:
-        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
-
-    @api_key.setter
-    def api_key(self, plaintext: str) -> None:
-        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
 
 class ModelRoute(models.Model):
@@ -293,7 +297,7 @@ class ModelGroup(models.Model):
         return f"{self.org.slug}: {self.name}" if self.org_id else self.name
 
 
-class Deployment(models.Model):
+class Deployment(EncryptedApiKey, models.Model):
     """One upstream serving a model group: a provider, where it lives, its key and its model name there."""
 
     group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="deployments")
@@ -319,14 +323,6 @@ class Deployment(models.Model):
 
     def __str__(self):
         return f"{self.group.name}/{self.name} → {self.provider}/{self.upstream_model}"
-
-    @property
-    def api_key(self) -> str:
-        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
-
-    @api_key.setter
-    def api_key(self, plaintext: str) -> None:
-        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
 
 class Fallback(models.Model):

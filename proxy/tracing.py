@@ -152,10 +152,7 @@ class RequestTrace:
         operation = _GEN_AI_OPERATIONS.get(record.path.rsplit("/v1/", 1)[-1])
         if operation is not None:
             attributes["gen_ai.operation.name"] = operation
-        if method == "GET":
-            name = "provider.list_models"
-        else:
-            name = "provider.generate_stream" if record.stream else "provider.generate"
+        name = "provider.generate_stream" if record.stream else "provider.generate"
         attempt = _Attempt(name, self.sink.new_span_id(), attributes)
         self.attempts.append(attempt)
         return f"00-{self.trace_id:032x}-{attempt.span_id:016x}-01"

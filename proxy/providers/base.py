@@ -27,7 +27,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from httpx_aiohttp import AiohttpTransport
 
 from proxy import streaming, tracing
-from proxy.errors import ErrorFormat, GatewayError, invalid_request, json_response
+from proxy.errors import ErrorFormat, GatewayError, invalid_request
 from proxy.providers.registry import Dialect, ProviderSpec
 
 if TYPE_CHECKING:
@@ -280,17 +280,6 @@ class ProviderAdapter:
         if transform is None:
             return await self.call_json(url, content)
         return await self.call_stream(url, content, transform)
-
-    async def list_models(self) -> HttpResponse:
-        upstream = await self.send("GET", self.url("models", None), None, stream=False)
-        body = await self.read(upstream)
-        if upstream.status_code >= 400:
-            return self.error_response(upstream, body)
-        parsed = _json_or_none(body)
-        if not isinstance(parsed, dict):
-            raise self.malformed(upstream)
-        self.exchange.record.answered(json=parsed)
-        return json_response(parsed, status=upstream.status_code)
 
     async def call_json(self, url: str, content: bytes) -> HttpResponse:
         upstream = await self.send("POST", url, content, stream=False)
