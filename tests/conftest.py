@@ -177,7 +177,7 @@ def caller(transactional_db, live_gateway, published):
 def test_database_url(django_db_setup) -> str:
     db = django_settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("another gateway process shares the database only on PostgreSQL (set DATABASE_URL)")
+        pytest.fail("another gateway process shares the database only on PostgreSQL (set DATABASE_URL)")
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"

@@ -27,16 +27,6 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}
 
 
 @pytest.fixture
-def test_database_url(django_db_setup) -> str:
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.fail("two gateway processes share a database only on PostgreSQL (set DATABASE_URL)")
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
 def two_workers(test_database_url, tmp_path, provider_server):
     """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis."""
     port = _free_port()
