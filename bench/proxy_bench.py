@@ -449,13 +449,17 @@ def budget_comparison(args) -> None:
     try:
         for stack in (plain, limited):
             wrk(stack.gateway_url, stack.key, connections=8, duration=3)  # warm-up
-        for _ in range(args.rounds):
-            for name, stack in (("plain", plain), ("limited", limited)):
+        for round_number in range(args.rounds):
+            # Which gateway goes first alternates, so that neither always runs on a machine the other warmed.
+            order = (("plain", plain), ("limited", limited))[:: -1 if round_number % 2 else 1]
+            for name, stack in order:
                 c1 = wrk(stack.gateway_url, stack.key, connections=1, duration=args.duration)
                 runs[name].setdefault("p50", []).append(c1["P50_US"] / 1000)
                 runs[name].setdefault("non2xx", []).append(c1["NON2XX"])
-            for name, stack in (("limited", limited), ("plain", plain)):
+            for name, stack in order:
+                before = stack.cpu_seconds()
                 c32 = wrk(stack.gateway_url, stack.key, connections=32, duration=args.duration)
+                runs[name].setdefault("cpu", []).append((stack.cpu_seconds() - before) / c32["REQUESTS"] * 1e6)
                 runs[name].setdefault("rps", []).append(c32["RPS"])
                 runs[name].setdefault("non2xx", []).append(c32["NON2XX"] + c32["SOCKET_ERRORS"])
     finally:
@@ -471,6 +475,11 @@ def budget_comparison(args) -> None:
     )
     change = (rps["limited"] - rps["plain"]) / rps["plain"] * 100
     print(f"{'Throughput at concurrency 32 (req/s)':46} {rps['plain']:10.1f} {rps['limited']:10.1f} {change:+9.1f}%")
+    # The gateway's one worker is the bottleneck at concurrency 32: its CPU per request sets the throughput.
+    cpu = {name: statistics.median(run["cpu"]) for name, run in runs.items()}
+    added_cpu = cpu["limited"] - cpu["plain"]
+    label = "Gateway CPU per request at c32 (us)"
+    print(f"{label:46} {cpu['plain']:10.0f} {cpu['limited']:10.0f} {added_cpu:+10.0f} us")
     for name in ("plain", "limited"):
         print(
             f"{name + ' rounds: p50 ms / req/s':46} "

@@ -1,16 +1,19 @@
-"""Budgets and rate limits. The proxy calls `admit_request` once per request, before the provider."""
+"""Budgets and rate limits. The proxy calls `begin_admission` once per request, before the provider."""
 
 
-async def admit_request(*, record, attribution, payload: dict, error_format):
-    """Admit the request against its limits and budgets (one Redis round trip) or raise a 429.
+async def begin_admission(*, record, attribution, payload: dict, error_format):
+    """Start admitting the request against its limits and budgets (one Redis round trip); None if none apply.
 
-    Returns the admission, whose `add_headers(response)` sets the rate-limit headers, or None.
+    The round trip runs while the proxy prepares the provider call: `await pending.admitted()`
+    just before the first byte leaves returns the admission, whose `add_headers(response)` sets
+    the rate-limit headers, or raises the 429.
     """
     from budgets import enforcement, settlement
 
-    admission = await enforcement.admit(
-        record=record, attribution=attribution, payload=payload, error_format=error_format
+    return await enforcement.begin(
+        record=record,
+        attribution=attribution,
+        payload=payload,
+        error_format=error_format,
+        on_counted=settlement.hold,
     )
-    if admission is not None:
-        settlement.hold(record, admission)
-    return admission

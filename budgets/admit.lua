@@ -3,73 +3,123 @@
 -- KEYS[i]: the counter of check i. ARGV: now in ms and in seconds, then per check 4 values: kind,
 -- limit, amount, extra. Counts go to Redis as the strings they came as (a Lua number could be
 -- written in exponent form).
---   kind "r": a moving one-minute window kept as one-second buckets in a hash; amount is what
---             the request adds (1 request, or its reserved tokens); extra unused.
+--   kind "r": a moving one-minute window kept as one-second buckets in a hash, beside its running
+--             total "t" and "o", the oldest second that may still hold a bucket. Each admission
+--             evicts the seconds that left the window since the last one (at most 60, about one
+--             per second), so the cost does not grow with the traffic. amount is what the request
+--             adds (1 request, or its reserved tokens); extra unused.
 --   kind "b": a budget hash {spent, reserved} in nano-USD for one period; amount is the
---             reservation, extra is "h<ttl>" (hard) or "s<ttl>" (soft), ttl 0 meaning none.
--- Returns {refused check index or 0, retry-after ms (rate windows), then per check: used after, reset ms}.
+--             reservation, extra is "h<expire at>" (hard) or "s<expire at>" (soft): the Unix time
+--             the counter may go, 0 meaning never.
+-- Returns {refused check index or 0, retry-after ms (rate windows), then per check: its use and reset
+-- ms} (the use after this request when admitted, as it stands when refused).
 local now_ms = tonumber(ARGV[1])
 local now_s = tonumber(ARGV[2])
 local oldest_kept = now_s - 59
 local n = #KEYS
-local used, reset, stale = {}, {}, {}
+local reset, evicted = {}, {}
 
+-- The window's total once the seconds before oldest_kept are out; the evicted ones are removed on admission.
+local function window_total(key)
+  local state = redis.call("HMGET", key, "t", "o")
+  local old = {}
+  if not state[1] then
+    -- A new window, or one an earlier version kept as buckets alone: total what it holds.
+    local buckets, total = redis.call("HGETALL", key), 0
+    for j = 1, #buckets, 2 do
+      local second = tonumber(buckets[j])
+      if second and second < oldest_kept then
+        old[#old + 1] = second
+      elseif second then
+        total = total + tonumber(buckets[j + 1])
+      end
+    end
+    return total, old
+  end
+  local total, oldest = tonumber(state[1]), tonumber(state[2] or now_s)
+  if oldest < oldest_kept then
+    -- The key expires 61 s after its last admission, so no more than about 61 seconds are walked.
+    for second = oldest, oldest_kept - 1 do
+      local count = redis.call("HGET", key, second)
+      if count then
+        total = total - tonumber(count)
+        old[#old + 1] = second
+      end
+    end
+  end
+  return math.max(total, 0), old
+end
+
+-- When enough of the window's oldest buckets will have left it for `amount` to fit.
+local function retry_at(key, total, limit, amount)
+  local buckets = redis.call("HGETALL", key)
+  local seconds = {}
+  for j = 1, #buckets, 2 do
+    local second = tonumber(buckets[j])
+    if second and second >= oldest_kept then seconds[#seconds + 1] = {second, tonumber(buckets[j + 1])} end
+  end
+  table.sort(seconds, function(a, b) return a[1] < b[1] end)
+  local freed, at = 0, now_s + 60
+  for _, bucket in ipairs(seconds) do
+    freed = freed + bucket[2]
+    at = bucket[1] + 60
+    if total - freed + amount <= limit then break end
+  end
+  return at
+end
+
+-- First every check is read; nothing is written unless all of them pass.
+local refused, retry_ms, current = 0, 0, {}
 for i = 1, n do
   local base = 2 + (i - 1) * 4
   local kind, limit, amount = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   if kind == "r" then
-    local buckets = redis.call("HGETALL", KEYS[i])
-    local total, seconds, old = 0, {}, {}
-    for j = 1, #buckets, 2 do
-      local second = tonumber(buckets[j])
-      if second < oldest_kept then
-        old[#old + 1] = buckets[j]
-      else
-        local count = tonumber(buckets[j + 1])
-        total = total + count
-        seconds[#seconds + 1] = {second, count}
-      end
-    end
-    stale[i] = old
-    if total + amount > limit then
-      -- Retry once enough of the window's oldest buckets have left it.
-      table.sort(seconds, function(a, b) return a[1] < b[1] end)
-      local freed, at = 0, now_s + 60
-      for _, bucket in ipairs(seconds) do
-        freed = freed + bucket[2]
-        at = bucket[1] + 60
-        if total - freed + amount <= limit then break end
-      end
-      return {i, math.max(at * 1000 - now_ms, 1)}
-    end
-    used[i] = total + amount
+    local total, old = window_total(KEYS[i])
+    evicted[i] = {total, old}
+    current[i] = total
     reset[i] = 60000
-  else
-    local spent = tonumber(redis.call("HGET", KEYS[i], "spent") or "0")
-    local reserved = tonumber(redis.call("HGET", KEYS[i], "reserved") or "0")
-    local extra = ARGV[base + 4]
-    if string.sub(extra, 1, 1) == "h" and spent + reserved + amount > limit then
-      return {i, 0}  -- a budget's retry-after is the end of its period, known to the caller
+    if refused == 0 and total + amount > limit then
+      refused = i
+      retry_ms = math.max(retry_at(KEYS[i], total, limit, amount) * 1000 - now_ms, 1)
     end
-    used[i] = spent + reserved + amount
+  else
+    local budget = redis.call("HMGET", KEYS[i], "spent", "reserved")
+    local spent, reserved = tonumber(budget[1] or "0"), tonumber(budget[2] or "0")
+    current[i] = spent + reserved
     reset[i] = 0
+    -- A budget's retry-after is the end of its period, known to the caller.
+    if refused == 0 and string.sub(ARGV[base + 4], 1, 1) == "h" and spent + reserved + amount > limit then
+      refused = i
+    end
   end
+end
+
+if refused > 0 then
+  -- Refused: every window's use as it stands, so the refusal carries the rate-limit headers too.
+  local result = {refused, retry_ms}
+  for i = 1, n do
+    result[#result + 1] = current[i]
+    result[#result + 1] = reset[i]
+  end
+  return result
 end
 
 local result = {0, 0}
 for i = 1, n do
   local base = 2 + (i - 1) * 4
-  local kind, amount = ARGV[base + 1], tonumber(ARGV[base + 3])
+  local kind = ARGV[base + 1]
   if kind == "r" then
-    if #stale[i] > 0 then redis.call("HDEL", KEYS[i], unpack(stale[i])) end
-    if amount > 0 then redis.call("HINCRBY", KEYS[i], ARGV[2], ARGV[base + 3]) end
+    local total, old = evicted[i][1], evicted[i][2]
+    if #old > 0 then redis.call("HDEL", KEYS[i], unpack(old)) end
+    if ARGV[base + 3] ~= "0" then redis.call("HINCRBY", KEYS[i], ARGV[2], ARGV[base + 3]) end
+    redis.call("HSET", KEYS[i], "t", total + tonumber(ARGV[base + 3]), "o", math.max(oldest_kept, 0))
     redis.call("PEXPIRE", KEYS[i], 61000)
   else
     redis.call("HINCRBY", KEYS[i], "reserved", ARGV[base + 3])
-    local ttl = tonumber(string.sub(ARGV[base + 4], 2))
-    if ttl > 0 then redis.call("EXPIRE", KEYS[i], ttl) end
+    local expire_at = string.sub(ARGV[base + 4], 2)
+    if expire_at ~= "0" then redis.call("EXPIREAT", KEYS[i], expire_at) end
   end
-  result[#result + 1] = used[i]
+  result[#result + 1] = current[i] + tonumber(ARGV[base + 3])
   result[#result + 1] = reset[i]
 end
 return result

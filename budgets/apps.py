@@ -9,5 +9,5 @@ class BudgetsConfig(AppConfig):
         from budgets import config_sections, settlement, signals  # noqa: F401 - signals connects the receivers
         from telemetry import handoff
 
-        handoff.on_record_finished(settlement.record_finished)
+        handoff.on_record_logged(settlement.record_logged)
         config_sections.register()

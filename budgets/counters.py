@@ -40,6 +40,19 @@ class Script:
             await client.execute("SCRIPT", "LOAD", self.source)
             return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    async def run_encoded(self, client, command: bytes, sent: asyncio.Future | None = None) -> list:
+        """A whole EVALSHA of this script, already encoded (`budgets.enforcement.Template`).
+
+        `sent` is the reply of the same command written earlier (`PipelinedRedis.send_now`).
+        """
+        try:
+            return await (sent if sent is not None else client.execute_encoded(command))
+        except RedisReplyError as exc:
+            if not exc.noscript:
+                raise
+            await client.execute("SCRIPT", "LOAD", self.source)
+            return await client.execute_encoded(command)
+
     def run_sync(self, client, keys: list[str], args: list) -> list:
         from redis.exceptions import NoScriptError
 

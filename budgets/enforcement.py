@@ -12,6 +12,7 @@ this process until Redis is back; "closed" answers 503.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from budgets import clock, plans, refusals
+from budgets import clock, plans, refusals, resp
 from budgets.counters import ADMIT, clients, key_prefix
 from budgets.periods import period_end, period_label, period_start
 from budgets.resp import RedisReplyError
@@ -39,22 +40,24 @@ _OUTPUT_LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens"
 _SECONDS_KEPT_AFTER_PERIOD = 7 * 86400
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Check:
+    """One counter a request is checked against: the same for every request with its rules that day."""
+
     rule: plans.Rule
     key: str
-    amount: int
-    # Budgets: the period the reservation was made in, for settling and alerting.
+    # Budgets: the period counted in (for settling and alerting) and when its counter may go (0: never).
     period_start: datetime | None = None
-    ttl: int = 0
+    expire_at: int = 0
     user_id: str = ""
 
 
 @dataclass(slots=True)
 class Admission:
-    """What one admitted request holds until its record is finished."""
+    """What one admitted request holds until its record is logged: each check and what it added."""
 
-    checks: list[Check]
+    checks: tuple[Check, ...]
+    amounts: tuple[int, ...]
     now: float
     input_tokens: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -83,17 +86,22 @@ outage = _Outage()
 
 
 def _text_chars(value) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_chars(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_text_chars(value[key]) for key in _TEXT_KEYS if key in value)
-    return 0
+    """Characters of text in a body's value: strings, in lists, under the keys that hold text."""
+    total, pending = 0, [value]
+    while pending:  # a loop, not recursion: cheaper, and no depth limit for a deeply nested body
+        value = pending.pop()
+        kind = type(value)
+        if kind is str:
+            total += len(value)
+        elif kind is list:
+            pending.extend(value)
+        elif kind is dict:
+            pending.extend(value[key] for key in _TEXT_KEYS if key in value)
+    return total
 
 
 def estimated_input_tokens(payload: dict) -> int:
-    chars = sum(_text_chars(payload[key]) for key in _PROMPT_KEYS if key in payload)
+    chars = _text_chars([payload[key] for key in _PROMPT_KEYS if key in payload])
     return -(-chars // _CHARS_PER_TOKEN)
 
 
@@ -106,7 +114,11 @@ def declared_output_tokens(payload: dict) -> int | None:
 
 
 def worst_case_nano(*, provider: str, model: str, at: float, input_tokens: int, output_tokens: int) -> int:
-    """The request's highest possible cost in nano-USD; 0 for a model without a known price."""
+    """The request's highest possible cost in nano-USD; 1 for a model without a known price.
+
+    An unpriced request is logged at no cost (flagged `cost_unknown`), so it settles to nothing,
+    but it still needs room in the budget: a budget that is all spent refuses it too.
+    """
     # Prices change by the day at most (and overrides within their 30 s refresh, which clears this cache).
     return _worst_case_nano(provider, model, int(at // 86400), input_tokens, output_tokens, pricing.overrides_version())
 
@@ -116,7 +128,7 @@ def _worst_case_nano(provider: str, model: str, day: int, input_tokens: int, out
     usage = pricing.TokenUsage(input=input_tokens, output=output_tokens)
     at = datetime.fromtimestamp(day * 86400, tz=UTC)
     cost = pricing.request_cost(provider=provider, model=model, at=at, usage=usage)
-    return math.ceil(cost * 1e9) if cost else 0
+    return max(math.ceil(cost * 1e9), 1) if cost else 1
 
 
 @lru_cache(maxsize=64)
@@ -131,43 +143,102 @@ def counter_key(prefix: str, rule: plans.Rule, user_id: str | None, suffix: str)
     return f"{prefix}:{rule.kind}:{rule.id}{user}:{suffix}"
 
 
-def _checks(rules, *, now: float, payload: dict, record, user_id: str | None) -> tuple[list[Check], int]:
-    prefix = key_prefix()
+class Template:
+    """An admission's checks and the script call's fixed parts, for every request with the same rules in a day.
+
+    Requests of one org, project, key, end user and model on one day share their counters, limits
+    and expiry: only the time and the amounts change from one request to the next. Their EVALSHA is
+    kept encoded with gaps for those, and so are the names of the rate-limit headers.
+    """
+
+    __slots__ = ("_head", "_pieces", "_windows", "budgets", "checks", "kinds")
+
+    def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
+        prefix = key_prefix()
+        checks = []
+        for rule in rules:
+            if rule.kind == "budget":
+                start, end, label = _period(rule.period, day)
+                expire_at = int(end.timestamp()) + _SECONDS_KEPT_AFTER_PERIOD if end else 0
+                checks.append(Check(rule, counter_key(prefix, rule, user_id, label), start, expire_at, user_id or ""))
+            else:
+                checks.append(Check(rule, counter_key(prefix, rule, user_id, "w")))
+        self.checks = tuple(checks)
+        self.kinds = tuple(check.rule.kind for check in checks)
+        self.budgets = "budget" in self.kinds
+        keys = [check.key for check in checks]
+        self._head = b"*%d\r\n" % (3 + len(keys) + 2 + 4 * len(checks)) + b"".join(
+            resp.bulk(part) for part in ("EVALSHA", ADMIT.sha, len(keys), *keys)
+        )
+        # Per check: what precedes its amount (kind, limit) and what follows it (the budget's mode and expiry).
+        self._pieces = tuple(
+            (
+                resp.bulk("b" if check.rule.kind == "budget" else "r") + resp.bulk(check.rule.limit),
+                resp.bulk(f"{'h' if check.rule.hard else 's'}{check.expire_at}" if check.rule.kind == "budget" else ""),
+            )
+            for check in checks
+        )
+        # The requests and tokens windows, each kind with the indices of its checks.
+        self._windows = tuple(
+            (kind, tuple(i for i, check in enumerate(checks) if check.rule.kind == kind))
+            for kind in ("rpm", "tpm")
+            if kind in self.kinds
+        )
+
+    def command(self, now_ms: int, amounts: tuple[int, ...]) -> bytes:
+        parts = [self._head, resp.bulk(now_ms), resp.bulk(now_ms // 1000)]
+        for (before, after), amount in zip(self._pieces, amounts, strict=True):
+            parts += (before, resp.bulk(amount), after)
+        return b"".join(parts)
+
+    def windows(self, result: list) -> dict[str, tuple[int, int, int]]:
+        """The tightest requests and tokens window after admission: kind -> (limit, remaining, reset ms)."""
+        windows = {}
+        for kind, indices in self._windows:
+            tightest = None
+            for index in indices:
+                limit = self.checks[index].rule.limit
+                remaining = limit - int(result[2 + 2 * index])
+                if tightest is None or remaining < tightest[1]:
+                    tightest = (limit, remaining, int(result[3 + 2 * index]))
+            windows[kind] = tightest
+        return windows
+
+
+_TEMPLATES_PER_PLAN = 10_000  # end users each have their own; a plan is reloaded every key-cache period anyway
+
+
+def _template(plan: plans.OrgPlan, *, project, key_id: int, user_id, model: str, day: int) -> Template | None:
+    cache_key = (project, key_id, user_id, model, day)
+    templates = plan.templates
+    try:
+        return templates[cache_key]
+    except KeyError:
+        pass
+    rules = plan.rules_for(project=project, key_id=key_id, user_id=user_id, model=model)
+    template = Template(rules, day=day, user_id=user_id) if rules else None
+    if len(templates) >= _TEMPLATES_PER_PLAN:
+        templates.clear()
+    templates[cache_key] = template
+    return template
+
+
+def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[tuple[int, ...], int]:
     input_tokens = estimated_input_tokens(payload)
     declared = declared_output_tokens(payload)
-    day = int(now // 86400)
-    cost = None
-    checks = []
-    for rule in rules:
-        if rule.kind == "budget":
-            if cost is None:
-                output = declared if declared is not None else settings.GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS
-                cost = worst_case_nano(
-                    provider=record.provider or "",
-                    model=record.upstream_model or record.model or "",
-                    at=now,
-                    input_tokens=input_tokens,
-                    output_tokens=output,
-                )
-            start, end, label = _period(rule.period, day)
-            ttl = int(end.timestamp() - now) + _SECONDS_KEPT_AFTER_PERIOD if end else 0
-            key = counter_key(prefix, rule, user_id, label)
-            checks.append(Check(rule, key, cost, start, ttl, user_id or ""))
-        else:
-            amount = 1 if rule.kind == "rpm" else input_tokens + (declared or 0)
-            checks.append(Check(rule, counter_key(prefix, rule, user_id, "w"), amount))
-    return checks, input_tokens
-
-
-def _arguments(checks: list[Check], now: float) -> list:
-    now_ms = int(now * 1000)
-    args: list = [now_ms, now_ms // 1000]
-    for check in checks:
-        if check.rule.kind == "budget":
-            args += ["b", check.rule.limit, check.amount, f"{'h' if check.rule.hard else 's'}{check.ttl}"]
-        else:
-            args += ["r", check.rule.limit, check.amount, ""]
-    return args
+    cost = 0
+    if template.budgets:
+        output = declared if declared is not None else settings.GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS
+        cost = worst_case_nano(
+            provider=record.provider or "",
+            model=record.upstream_model or record.model or "",
+            at=now,
+            input_tokens=input_tokens,
+            output_tokens=output,
+        )
+    tokens = input_tokens + (declared or 0)
+    amounts = tuple(cost if kind == "budget" else 1 if kind == "rpm" else tokens for kind in template.kinds)
+    return amounts, input_tokens
 
 
 def _retry_ms(check: Check, now: float, window_retry_ms: int) -> int:
@@ -178,60 +249,124 @@ def _retry_ms(check: Check, now: float, window_retry_ms: int) -> int:
     return int((end.timestamp() - now) * 1000) if end else 86_400_000
 
 
-def _windows(checks: list[Check], result: list) -> dict[str, tuple[int, int, int]]:
-    """The tightest requests and tokens window after admission: kind -> (limit, remaining, reset ms)."""
-    windows: dict[str, tuple[int, int, int]] = {}
-    for index, check in enumerate(checks):
-        kind = check.rule.kind
-        if kind == "budget":
-            continue
-        used, reset_ms = int(result[2 + 2 * index]), int(result[3 + 2 * index])
-        remaining = check.rule.limit - used
-        if kind not in windows or remaining < windows[kind][1]:
-            windows[kind] = (check.rule.limit, remaining, reset_ms)
-    return windows
+class Pending:
+    """An admission on its way: the script call is written to Redis, its reply not read yet.
+
+    The proxy prepares the provider call meanwhile and awaits `admitted()` just before its first
+    byte leaves, so the round trip overlaps work the request does anyway. Whatever happens to the
+    request, an admission Redis counted is handed to `on_counted` (the settlement) as its reply arrives.
+    """
+
+    __slots__ = (
+        "_client",
+        "_command",
+        "_counted",
+        "_on_counted",
+        "_reply",
+        "_result",
+        "admission",
+        "error_format",
+        "record",
+        "template",
+    )
+
+    def __init__(self, *, template, admission, record, error_format, on_counted):
+        self.template = template
+        self.admission = admission
+        self.record = record
+        self.error_format = error_format
+        self._on_counted = on_counted
+        self._client = None
+        self._command = None
+        self._reply: asyncio.Future | None = None
+        self._result = None  # the admission, once `admitted` has returned it
+        self._counted = False  # handed to on_counted
+
+    def send(self) -> None:
+        """Write the script call now; its reply is read by `admitted`."""
+        self._client = clients.get()
+        self._command = self.template.command(int(self.admission.now * 1000), self.admission.amounts)
+        self._reply = self._client.send_now(self._command)
+        if self._reply is not None:
+            self._reply.add_done_callback(self._replied)
+
+    def _replied(self, reply: asyncio.Future) -> None:
+        if not reply.cancelled() and reply.exception() is None and not int(reply.result()[0]):
+            self._counted_now()
+
+    def _counted_now(self) -> None:
+        if not self._counted:
+            self._counted = True
+            self._on_counted(self.record, self.admission)
+
+    async def admitted(self) -> Admission:
+        """The admission, or a 429 (`refusals.LimitRefused`) naming the limit or budget that refused it."""
+        if self._result is not None:
+            return self._result
+        admission, template, now = self.admission, self.template, self.admission.now
+        if self._command is None:  # Redis is unreachable, or none is configured
+            return self._without_redis()
+        try:
+            result = await ADMIT.run_encoded(self._client, self._command, self._reply)
+        except (OSError, RedisReplyError) as exc:
+            logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
+            outage.failed()
+            return self._without_redis()
+        refused_index, retry_ms = int(result[0]), int(result[1])
+        if refused_index:
+            refused = template.checks[refused_index - 1]
+            rule = refused.rule
+            retry_ms = _retry_ms(refused, now, retry_ms)
+            self.record.limit_refused_by(rule.name)
+            windows = template.windows(result)
+            if rule.kind != "budget":  # the refusing window is the one to wait for
+                windows[rule.kind] = (rule.limit, 0, retry_ms)
+            headers = refusals.rate_headers(windows, self.error_format, now)
+            raise refusals.refusal(
+                rule_name=rule.name, kind=rule.kind, limit=rule.limit, retry_after_ms=retry_ms, headers=headers
+            )
+        self._counted_now()  # if written only now (a new connection, or the script loaded again)
+        admission.headers = refusals.rate_headers(template.windows(result), self.error_format, now)
+        self._result = admission
+        return admission
+
+    def _without_redis(self) -> Admission:
+        """Fail open: serve, and settle the spend once Redis is back; fail closed: a 503."""
+        self._result = _without_redis(self.admission)
+        self._counted_now()
+        return self._result
 
 
-def _refusal_windows(checks: list[Check], refused: Check, retry_ms: int) -> dict[str, tuple[int, int, int]]:
-    kind = refused.rule.kind
-    return {kind: (refused.rule.limit, 0, retry_ms)} if kind != "budget" else {}
-
-
-async def admit(*, record, attribution, payload: dict, error_format: ErrorFormat) -> Admission | None:
-    """Admit the request or raise a 429 (`refusals.LimitRefused`); None when nothing applies."""
+async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat, on_counted) -> Pending | None:
+    """Start admitting the request (see `Pending`); None when no limit or budget applies."""
     grant = attribution.grant
     plan = await plans.plan_for(grant.org_pk)
     if plan.empty:
         return None
-    project = attribution.project.slug if attribution.project is not None else None
-    rules = plan.rules_for(project=project, key_id=grant.key_id, user_id=attribution.user_id, model=record.model)
-    if not rules:
-        return None
-    if not pricing.overrides_fresh():
-        await run_in_db_thread(pricing.refresh_overrides)
     now = clock.now()
-    checks, input_tokens = _checks(rules, now=now, payload=payload, record=record, user_id=attribution.user_id)
-    admission = Admission(checks, now, input_tokens)
-    if not settings.GATEWAY_LIMITS_REDIS_URL or outage.down():
-        return _without_redis(admission)
-    try:
-        result = await ADMIT.run(clients.get(), [check.key for check in checks], _arguments(checks, now))
-    except (OSError, RedisReplyError) as exc:
-        logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
-        outage.failed()
-        return _without_redis(admission)
-    refused_index, retry_ms = int(result[0]), int(result[1])
-    if refused_index:
-        refused = checks[refused_index - 1]
-        rule = refused.rule
-        retry_ms = _retry_ms(refused, now, retry_ms)
-        record.limit_refused_by(rule.name)
-        headers = refusals.rate_headers(_refusal_windows(checks, refused, retry_ms), error_format, now)
-        raise refusals.refusal(
-            rule_name=rule.name, kind=rule.kind, limit=rule.limit, retry_after_ms=retry_ms, headers=headers
-        )
-    admission.headers = refusals.rate_headers(_windows(checks, result), error_format, now)
-    return admission
+    template = _template(
+        plan,
+        project=attribution.project.slug if attribution.project is not None else None,
+        key_id=grant.key_id,
+        user_id=attribution.user_id,
+        model=record.model,
+        day=int(now // 86400),
+    )
+    if template is None:
+        return None
+    if template.budgets and not pricing.overrides_fresh():
+        await run_in_db_thread(pricing.refresh_overrides)
+    amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now)
+    pending = Pending(
+        template=template,
+        admission=Admission(template.checks, amounts, now, input_tokens),
+        record=record,
+        error_format=error_format,
+        on_counted=on_counted,
+    )
+    if settings.GATEWAY_LIMITS_REDIS_URL and not outage.down():
+        pending.send()
+    return pending
 
 
 def _without_redis(admission: Admission) -> Admission:

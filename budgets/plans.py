@@ -46,6 +46,8 @@ class OrgPlan:
     # End users: the default per project (None: the org's), and overrides per (project, user).
     user_defaults: dict[str | None, list[Rule]] = field(default_factory=dict)
     user_overrides: dict[tuple[str | None, str], list[Rule]] = field(default_factory=dict)
+    # The admissions worked out for this plan (budgets.enforcement.Template), forgotten with it.
+    templates: dict = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from proxy.errors import ErrorFormat, GatewayError
 
@@ -12,6 +13,8 @@ _WHAT = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "bu
 
 class LimitRefused(GatewayError):
     """A 429 from a limit or budget; `limit` names it ("project_budget", "key_rpm") in the record."""
+
+    before_provider = True
 
     def __init__(self, message: str, *, limit: str, kind: str, retry_after_ms: int, headers: dict[str, str]):
         budget = kind == "budget"
@@ -43,6 +46,7 @@ def refusal(*, rule_name: str, kind: str, limit: int, retry_after_ms: int, heade
     return LimitRefused(message, limit=rule_name, kind=kind, retry_after_ms=retry_after_ms, headers=headers)
 
 
+@lru_cache(maxsize=1024)  # a window's reset is mostly the same minute: worth formatting once
 def openai_duration(ms: int) -> str:
     """OpenAI's reset format: "1s", "6m0s", "20ms"."""
     if ms < 1000:
@@ -53,21 +57,30 @@ def openai_duration(ms: int) -> str:
     return f"{int(minutes)}m{text}" if minutes else text
 
 
+# Per window kind, the names of its limit, remaining and reset headers in each format.
+_HEADER_NAMES = {
+    ErrorFormat.OPENAI: {
+        kind: tuple(f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset"))
+        for kind, unit in (("rpm", "requests"), ("tpm", "tokens"))
+    },
+    ErrorFormat.ANTHROPIC: {
+        kind: tuple(f"anthropic-ratelimit-{unit}-{what}" for what in ("limit", "remaining", "reset"))
+        for kind, unit in (("rpm", "requests"), ("tpm", "tokens"))
+    },
+}
+
+
 def rate_headers(windows: dict[str, tuple[int, int, int]], error_format: ErrorFormat, now: float) -> dict[str, str]:
     """Headers for the tightest requests and tokens windows: kind -> (limit, remaining, reset ms)."""
     headers = {}
-    for kind, (openai_name, anthropic_name) in (("rpm", ("requests", "requests")), ("tpm", ("tokens", "tokens"))):
-        if kind not in windows:
-            continue
-        limit, remaining, reset_ms = windows[kind]
-        remaining = max(remaining, 0)
+    names = _HEADER_NAMES[error_format]
+    for kind, (limit, remaining, reset_ms) in windows.items():
+        limit_name, remaining_name, reset_name = names[kind]
+        headers[limit_name] = str(limit)
+        headers[remaining_name] = str(max(remaining, 0))
         if error_format is ErrorFormat.ANTHROPIC:
             reset = datetime.fromtimestamp(now + reset_ms / 1000, tz=UTC).isoformat(timespec="seconds")
-            headers[f"anthropic-ratelimit-{anthropic_name}-limit"] = str(limit)
-            headers[f"anthropic-ratelimit-{anthropic_name}-remaining"] = str(remaining)
-            headers[f"anthropic-ratelimit-{anthropic_name}-reset"] = reset.replace("+00:00", "Z")
+            headers[reset_name] = reset.replace("+00:00", "Z")
         else:
-            headers[f"x-ratelimit-limit-{openai_name}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{openai_name}"] = str(remaining)
-            headers[f"x-ratelimit-reset-{openai_name}"] = openai_duration(reset_ms)
+            headers[reset_name] = openai_duration(reset_ms)
     return headers

@@ -4,14 +4,16 @@ redis-py's asyncio client spends far more time per command than Redis does (pool
 timeout context and a parser per call). Admission needs one command per request and nothing
 else: the command is written as soon as it is asked for, behind whatever is in flight on the
 same connection, and its reply resolves its future when it arrives. Concurrent requests thus
-share a connection and its round trips. Speaks RESP2, enough for EVALSHA and SCRIPT LOAD.
-"""
+share a connection and its round trips. Replies are parsed by hiredis, the C parser redis-py
+uses too. Speaks RESP2, enough for EVALSHA and SCRIPT LOAD."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from urllib.parse import unquote, urlsplit
+
+import hiredis
 
 
 class RedisReplyError(Exception):
@@ -24,6 +26,12 @@ class RedisReplyError(Exception):
 
 class ConnectionLost(ConnectionError):
     pass
+
+
+def bulk(value) -> bytes:
+    """One bulk string of a command (numbers written in decimal)."""
+    data = value if type(value) is bytes else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 def encode(args) -> bytes:
@@ -40,83 +48,30 @@ def encode(args) -> bytes:
     return b"".join(parts)
 
 
-class _Parser:
-    """Incremental RESP2 reply parser: feed bytes, take complete replies."""
-
-    def __init__(self):
-        self.buffer = bytearray()
-        self.position = 0
-
-    def feed(self, data: bytes) -> None:
-        if self.position:
-            del self.buffer[: self.position]
-            self.position = 0
-        self.buffer += data
-
-    def replies(self):
-        while True:
-            start = self.position
-            try:
-                reply, self.position = self._parse(self.position)
-            except IndexError:  # incomplete
-                self.position = start
-                return
-            yield reply
-
-    def _parse(self, at: int):
-        buffer = self.buffer
-        end = buffer.find(b"\r\n", at)
-        if end < 0:
-            raise IndexError
-        kind, line = buffer[at], bytes(buffer[at + 1 : end])
-        at = end + 2
-        if kind == 58:  # ':'
-            return int(line), at
-        if kind == 43:  # '+'
-            return line.decode(), at
-        if kind == 45:  # '-'
-            return RedisReplyError(line.decode()), at
-        if kind == 36:  # '$'
-            size = int(line)
-            if size < 0:
-                return None, at
-            if len(buffer) < at + size + 2:
-                raise IndexError
-            return bytes(buffer[at : at + size]), at + size + 2
-        if kind == 42:  # '*'
-            count = int(line)
-            if count < 0:
-                return None, at
-            items = []
-            for _ in range(count):
-                item, at = self._parse(at)
-                items.append(item)
-            return items, at
-        raise ConnectionLost(f"unreadable reply from Redis: {bytes(buffer[at - len(line) - 3 : at])!r}")
-
-
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: PipelinedRedis):
         self.client = client
-        self.parser = _Parser()
+        # hiredis parses in C; an error reply comes back as a RedisReplyError, not raised.
+        self.reader = hiredis.Reader(replyError=RedisReplyError)
         self.transport = None
 
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data):
-        self.parser.feed(data)
+        reader = self.reader
+        reader.feed(data)
         waiting = self.client.waiting
         try:
-            for reply in self.parser.replies():
+            while (reply := reader.gets()) is not False:
                 future = waiting.popleft()
                 if not future.done():
                     if isinstance(reply, RedisReplyError):
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
-        except (ConnectionLost, IndexError) as exc:
-            self.client.lost(ConnectionLost(str(exc)))
+        except (hiredis.ProtocolError, IndexError) as exc:  # unreadable, or a reply nobody asked for
+            self.client.lost(ConnectionLost(f"unreadable reply from Redis: {exc}"))
 
     def connection_lost(self, exc):
         self.client.lost(ConnectionLost(f"Redis closed the connection: {exc}"))
@@ -165,18 +120,21 @@ class PipelinedRedis:
                 self._connecting = None
 
     def _send(self, args) -> asyncio.Future:
+        return self._send_encoded(encode(args))
+
+    def _send_encoded(self, command: bytes) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting.append(future)
         if len(self.waiting) == 1:
             # Nothing in flight: no one to wait for, so the command leaves at once.
-            self.protocol.transport.write(encode(args))
+            self.protocol.transport.write(command)
         else:
             if not self._outgoing:
                 # Otherwise the commands of one event-loop turn leave in one write: a system call (and a
                 # wake-up of Redis) each would cost more than everything else a request asks of Redis.
                 loop.call_soon(self._flush, self.protocol)
-            self._outgoing.append(encode(args))
+            self._outgoing.append(command)
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._check_timeout, future)
         return future
@@ -201,6 +159,16 @@ class PipelinedRedis:
         if self.protocol is None:
             await self._ensure()
         return await self._send(args)
+
+    def send_now(self, command: bytes) -> asyncio.Future | None:
+        """Write an encoded command at once, without awaiting its reply; None while not connected."""
+        return self._send_encoded(command) if self.protocol is not None else None
+
+    async def execute_encoded(self, command: bytes):
+        """A command already in RESP (see `encode` and `bulk`): the hot path builds most of it once."""
+        if self.protocol is None:
+            await self._ensure()
+        return await self._send_encoded(command)
 
     def lost(self, exc: Exception) -> None:
         protocol, self.protocol = self.protocol, None

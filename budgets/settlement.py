@@ -1,12 +1,14 @@
-"""Settling admitted requests once their record is finished, off the requests' path.
+"""Settling admitted requests once their record is logged, off the requests' path.
 
-Every finished record passes `record_finished` (a telemetry hand-off listener), disconnected
-streams included. An admitted one is queued; a task on the event loop settles the queue in one
-Redis round trip every GATEWAY_LIMITS_SETTLE_INTERVAL: each budget's reservation becomes the
-request's real cost (the one its record prices), each token window's reservation its real token
-count, and nothing at all is kept for a request that failed without usage. Alert thresholds the
-settlement crosses come back from the same script, claimed once per period (`budgets.alerts`).
-Spend settled while Redis was unreachable is kept here and added once it is back.
+Every admitted request is held here until its record is logged (`record_logged`, a telemetry
+hand-off listener), disconnected streams and failures included. It is then queued with the
+cost and tokens its document records, which the hand-off thread has just worked out, so a
+settlement bills exactly what the log bills and prices nothing again. A task on the event loop
+settles the queue in one Redis round trip every GATEWAY_LIMITS_SETTLE_INTERVAL, summed per
+counter: each budget's reservation becomes the real cost, each token window's reservation the
+real token count, and nothing at all is kept for a request that failed without usage. Alert
+thresholds the settlement crosses come back from the same script, claimed once per period
+(`budgets.alerts`). Spend settled while Redis was unreachable is kept here and added once it is back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from django.conf import settings
 
@@ -27,134 +29,161 @@ from telemetry import pricing
 
 logger = logging.getLogger(__name__)
 
+# Admitted requests whose record is not logged yet, by record id. Written on the event loop,
+# emptied by the hand-off thread: single dict operations, atomic under the GIL.
 _admissions: dict[str, Admission] = {}
 
 
 def hold(record, admission: Admission) -> None:
-    """Keep an admitted request's reservations until its record is finished."""
+    """Keep an admitted request's reservations until its record is logged."""
     _admissions[record.id] = admission
+    settler.ensure_running()
 
 
-def record_finished(record) -> None:
-    admission = _admissions.pop(record.id, None)
-    if admission is not None:
-        settler.add(record, admission)
+def record_logged(record, document: dict | None) -> None:
+    """Queue an admitted request's settlement at what its document bills (priced here if there is none)."""
+    admission = _admissions.get(record.id)
+    if admission is None:
+        return
+    if all(check.rule.kind == "rpm" for check in admission.checks):
+        _admissions.pop(record.id, None)  # a request is counted when admitted: nothing to settle
+        return
+    if document is not None:
+        metadata = document["attributes"]["metadata"]
+        cost, tokens = metadata["cost"], metadata["tokens"]["total"]
+    else:  # telemetry off, or no document could be built: the same pricing the document would have had
+        usage, cost = record.billed()
+        tokens = usage.total
+    # Queued before it is let go, so the settler never sees neither (and stops meanwhile).
+    settler.queue.append((admission, math.ceil(cost * 1e9) if cost else 0, tokens))
+    _admissions.pop(record.id, None)
+    if not settler.running:
+        settler.settle_now()  # no event loop serves this process (a management command, a sync test)
 
 
 def _thresholds() -> str:
     return ",".join(str(t) for t in settings.GATEWAY_BUDGET_ALERT_THRESHOLDS)
 
 
-def settlement_args(record, admission: Admission) -> tuple[list[str], list, list[Check]]:
-    """Keys and arguments of settle.lua for one finished request, and the budget check behind each key."""
-    keys, args, checks = [], [], []
-    if all(check.rule.kind == "rpm" for check in admission.checks):
-        return keys, args, checks  # a request is counted when admitted: nothing to settle
-    usage, cost = record.billed()
-    cost_nano = math.ceil(cost * 1e9) if cost else 0
-    tokens = usage.total
-    for check in admission.checks:
-        kind = check.rule.kind
-        if kind == "budget":
-            release = 0 if admission.local else check.amount
-            keys.append(check.key)
-            args += ["b", -release, cost_nano, check.rule.limit, f"{check.ttl}:{_thresholds()}"]
+class Batch:
+    """Settlements summed per counter, so that the script does one counter's work however many requests it had."""
+
+    def __init__(self):
+        # Budget counter key -> [check, reserved to release, real cost] in nano-USD.
+        self.budgets: dict[str, list] = {}
+        # (token window key, bucket second) -> tokens to add back (negative) or on top.
+        self.tokens: dict[tuple[str, int], int] = defaultdict(int)
+
+    def __bool__(self) -> bool:
+        return bool(self.budgets or self.tokens)
+
+    def add_budget(self, check: Check, *, release: int, cost: int) -> None:
+        entry = self.budgets.get(check.key)
+        if entry is None:
+            self.budgets[check.key] = [check, release, cost]
+        else:
+            entry[1] += release
+            entry[2] += cost
+
+    def add(self, admission: Admission, *, cost: int, tokens: int) -> None:
+        """One settled request: its budgets' reservations become its cost, its token windows its tokens."""
+        for check, amount in zip(admission.checks, admission.amounts, strict=True):
+            kind = check.rule.kind
+            if kind == "budget":
+                self.add_budget(check, release=0 if admission.local else amount, cost=cost)
+            elif kind == "tpm" and not admission.local and tokens != amount:
+                self.tokens[check.key, int(admission.now)] += tokens - amount
+
+    def script_input(self) -> tuple[list[str], list, list[Check]]:
+        """Keys and arguments of settle.lua, and the budget check behind each budget key (None for windows)."""
+        keys, args, checks = [], [], []
+        thresholds = _thresholds()
+        for key, (check, release, cost) in self.budgets.items():
+            keys.append(key)
+            args += ["b", -release, cost, check.rule.limit, f"{check.expire_at}:{thresholds}"]
             checks.append(check)
-        elif kind == "tpm" and not admission.local and tokens != check.amount:
-            keys.append(check.key)
-            args += ["t", int(admission.now), tokens - check.amount, 0, ""]
-            checks.append(check)
-    return keys, args, checks
+        for (key, second), change in self.tokens.items():
+            if change:
+                keys.append(key)
+                args += ["t", second, change, 0, ""]
+                checks.append(None)
+        return keys, args, checks
 
 
 class Settler:
     """Queues settlements and sends them as one script call per interval, per event loop."""
 
     def __init__(self):
-        self._queue: list[tuple[object, Admission]] = []
+        # (admission, cost in nano-USD, tokens) of logged requests; appended from the hand-off thread.
+        self.queue: deque[tuple[Admission, int, int]] = deque()
         self._task: asyncio.Task | None = None
-        # Budget settlements that could not reach Redis: counter key -> [check, reserved to release, nano-USD].
-        self._unreconciled: dict[str, list] = defaultdict(lambda: [None, 0, 0])
+        # Budget settlements that could not reach Redis, summed per counter until it is back.
+        self._unreconciled = Batch()
 
-    def add(self, record, admission: Admission) -> None:
-        self._queue.append((record, admission))
+    def ensure_running(self) -> None:
+        """Runs on the event loop while anything is held or queued (called by `hold`, on the loop)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.settle_now()
-            return
+            return  # no loop (a management command, a sync test): `settle_now` settles
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = loop.create_task(self._run(), name="budgets-settle")
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _busy(self) -> bool:
+        return bool(_admissions or self.queue or self._unreconciled)
+
     async def _run(self) -> None:
-        while self._queue or self._unreconciled:
+        while self._busy():
             await asyncio.sleep(settings.GATEWAY_LIMITS_SETTLE_INTERVAL)
             if not pricing.overrides_fresh():
                 await run_in_db_thread(pricing.refresh_overrides)
-            keys, args, checks = self._batch()
-            if not keys:
+            batch = self._batch()
+            if not batch:
                 continue
             if outage.down():
-                self._keep(keys, args, checks)
+                self._keep(batch)
                 await asyncio.sleep(settings.GATEWAY_LIMITS_RETRY_SECONDS)
                 continue
+            keys, args, checks = batch.script_input()
             try:
                 claimed = await SETTLE.run(clients.get(), keys, args)
             except (OSError, RedisReplyError) as exc:  # Redis unreachable: keep the spend for later
                 logger.warning("limits: could not settle %d counters (%s); kept for later", len(keys), exc)
                 outage.failed()
-                self._keep(keys, args, checks)
+                self._keep(batch)
                 continue
             alerts.claimed(claimed, checks, args)
 
     def settle_now(self) -> None:
         """Outside an event loop (a management command, a sync test): settle at once."""
-        keys, args, checks = self._batch()
-        if keys and settings.GATEWAY_LIMITS_REDIS_URL:
+        batch = self._batch()
+        if batch and settings.GATEWAY_LIMITS_REDIS_URL:
+            keys, args, checks = batch.script_input()
             claimed = SETTLE.run_sync(sync_client(), keys, args)
             alerts.claimed(claimed, checks, args)
 
-    def _batch(self) -> tuple[list[str], list, list[Check]]:
-        queue, self._queue = self._queue, []
-        keys: list[str] = []
-        args: list = []
-        checks: list[Check] = []
-        for key, (check, release, cost) in self._unreconciled.items():
-            keys.append(key)
-            args += ["b", -release, cost, check.rule.limit, f"{check.ttl}:{_thresholds()}"]
-            checks.append(check)
-        self._unreconciled.clear()
-        for record, admission in queue:
-            try:
-                more_keys, more_args, more_checks = settlement_args(record, admission)
-            except Exception:  # an unpriceable record must not block the others; its reservation stays
-                logger.exception("limits: could not settle request %s", getattr(record, "id", "?"))
-                continue
-            if admission.local:
-                # Counted while Redis was away: its spend waits here for the next batch that reaches Redis.
-                for index, check in enumerate(more_checks):
-                    if check.rule.kind == "budget":
-                        entry = self._unreconciled[check.key]
-                        entry[0] = check
-                        entry[2] += more_args[index * 5 + 2]
-                continue
-            keys += more_keys
-            args += more_args
-            checks += more_checks
-        return keys, args, checks
+    def _batch(self) -> Batch:
+        batch, self._unreconciled = self._unreconciled, Batch()
+        queue = self.queue
+        for _ in range(len(queue)):
+            admission, cost, tokens = queue.popleft()
+            # Counted while Redis was away: its spend waits for the next batch that reaches Redis.
+            (self._unreconciled if admission.local else batch).add(admission, cost=cost, tokens=tokens)
+        return batch
 
-    def _keep(self, keys: list[str], args: list, checks: list[Check]) -> None:
+    def _keep(self, batch: Batch) -> None:
         """A batch that did not reach Redis: its budget settlements wait for the next one (token windows lapse)."""
-        for index, check in enumerate(checks):
-            if args[index * 5] == "b":
-                entry = self._unreconciled[keys[index]]
-                entry[0] = check
-                entry[1] -= args[index * 5 + 1]
-                entry[2] += args[index * 5 + 2]
+        for check, release, cost in batch.budgets.values():
+            self._unreconciled.add_budget(check, release=release, cost=cost)
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + len(self._unreconciled)
+        """Requests admitted and not yet settled, and counters waiting for Redis."""
+        return len(_admissions) + len(self.queue) + len(self._unreconciled.budgets)
 
 
 settler = Settler()

@@ -236,7 +236,7 @@ GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS = _positive(
 )
 # Finished requests are settled in one Redis call per this many seconds, off the requests' path.
 GATEWAY_LIMITS_SETTLE_INTERVAL = _positive(
-    "GATEWAY_LIMITS_SETTLE_INTERVAL", env.float("GATEWAY_LIMITS_SETTLE_INTERVAL", default=0.01)
+    "GATEWAY_LIMITS_SETTLE_INTERVAL", env.float("GATEWAY_LIMITS_SETTLE_INTERVAL", default=0.05)
 )
 # The output tokens a budget reserves for a request that sets no max_tokens.
 GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS = _positive(

@@ -37,6 +37,10 @@ _KINDS = {
 class GatewayError(Exception):
     """An error the gateway answers itself. `code` names the cause and is what the request log records."""
 
+    # The request itself was refused before anything went to a provider (a budget, a rate limit):
+    # no attempt was made, so the router neither counts nor retries it.
+    before_provider = False
+
     def __init__(
         self, message: str, *, kind: str, code: str, param: str | None = None, headers: dict[str, str] | None = None
     ):

@@ -15,7 +15,7 @@ from django.http import HttpResponse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from budgets import admit_request
+from budgets import begin_admission
 from gateway_project import logs
 from proxy import auth, catalog, router, tracing
 from proxy.body import PREFIX_BYTES, TIMED_OUT, TOO_LARGE, UnreadBody
@@ -85,6 +85,7 @@ class ProxyView(APIView):
         self.args, self.kwargs, self.request = args, kwargs, request
         self.headers = {}
         self.admission = None
+        self.pending_admission = None
         record = RequestRecord(path=request.path, method=request.method)
         # Tracing: the record's trace ids, its server span when sampled, the traceparent for upstream.
         self.upstream_traceparent = tracing.request_started(record, request)
@@ -100,6 +101,10 @@ class ProxyView(APIView):
             response = await self.handler_for(request)(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
+        if self.pending_admission is not None:
+            # Ended before reaching a provider: still read the admission, so that what Redis counted is settled.
+            with contextlib.suppress(GatewayError):
+                await self.admitted()
         response["x-request-id"] = record.id
         if self.admission is not None:  # budgets: the rate-limit headers
             self.admission.add_headers(response)
@@ -211,10 +216,20 @@ class ProxyView(APIView):
         return payload
 
     async def admit(self, attribution: auth.Attribution, payload: dict) -> None:
-        """Budgets and rate limits (the budgets app): a 429 here, before the provider is called."""
-        self.admission = await admit_request(
+        """Budgets and rate limits (the budgets app): started here, decided before the provider is called.
+
+        The admission's Redis round trip runs while the provider call is prepared; `admitted`, awaited
+        just before its first byte leaves, raises the 429 of a refused request.
+        """
+        self.pending_admission = await begin_admission(
             record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
         )
+
+    async def admitted(self) -> None:
+        pending, self.pending_admission = self.pending_admission, None
+        if pending is None:
+            return
+        self.admission = await pending.admitted()
 
     async def route(self, request, model: str, attribution: auth.Attribution) -> router.RoutePlan:
         """The model group that serves the request (a legacy route is a group of one deployment)."""
@@ -231,6 +246,7 @@ class ProxyView(APIView):
     async def forward(self, request, plan: router.RoutePlan, attribution: auth.Attribution, payload: dict, body: bytes):
         """The provider's answer, after as many attempts and fallbacks as the plan allows."""
         exchange = Exchange(self.record, request.headers, request.META, self.upstream_traceparent, self.error_format)
+        exchange.before_sending = self.admitted
         org_pk = attribution.grant.org_pk
         caller_key = request.headers.get("x-provider-api-key")
 

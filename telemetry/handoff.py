@@ -71,13 +71,27 @@ class MemoryPublisher:
         type(self).published.extend(documents)
 
 
-# Called with every finished record as it is submitted, telemetry on or off (budgets settle by them).
-_finished_listeners: list = []
+# Called once with every finished record and the document it is logged as (budgets settle by them).
+_logged_listeners: list = []
 
 
-def on_record_finished(listener) -> None:
-    """Call `listener(record)` for every finished record, on the submitting thread; it must be quick."""
-    _finished_listeners.append(listener)
+def on_record_logged(listener) -> None:
+    """Call `listener(record, document)` once per finished record; it must be quick.
+
+    On the hand-off thread with the record's document once it is built, which is where its cost
+    is worked out; on the submitting thread with None when no document will be built (telemetry
+    off, the local buffer full). A document that cannot be built also comes as None.
+    """
+    _logged_listeners.append(listener)
+
+
+def _logged(record: RequestRecord, document: dict | None) -> None:
+    for listener in _logged_listeners:
+        try:
+            listener(record, document)
+        except Exception:  # a listener's failure must never cost the record
+            logger.exception("telemetry: a logged-record listener failed for %s", record.id)
+    _end_trace(record, document)
 
 
 class HandoffPipeline:
@@ -113,18 +127,13 @@ class HandoffPipeline:
         return bool(self.journal.pending or self._shipping)
 
     def submit(self, record: RequestRecord) -> None:
-        for listener in _finished_listeners:
-            try:
-                listener(record)
-            except Exception:  # a listener's failure must never cost the record
-                logger.exception("telemetry: a finished-record listener failed for %s", record.id)
         if not settings.TELEMETRY_ENABLED:
-            _end_trace(record, None)
+            _logged(record, None)
             return
         if self.journal.pending >= settings.TELEMETRY_LOCAL_BUFFER_MAX:
             metrics.TELEMETRY_RECORDS_DROPPED.labels("local_buffer_full").inc()
             logger.error("telemetry: local buffer full, dropped request record %s", record.id)
-            _end_trace(record, None)
+            _logged(record, None)
             return
         self.journal.append(record)
         self._ensure_flusher()
@@ -224,11 +233,12 @@ class HandoffPipeline:
             except Exception:
                 logger.exception("telemetry: could not build the document for request %s", record.id)
                 metrics.TELEMETRY_RECORDS_DROPPED.labels("unserialisable").inc()
-                _end_trace(record, None)
+                if observe:
+                    _logged(record, None)
                 continue
-            if observe:  # a replayed record was observed by the process that served it
+            if observe:  # a replayed record was observed (and settled) by the process that served it
                 metrics.observe_request(document)
-                _end_trace(record, document)
+                _logged(record, document)
             documents.append(document)
             encoded.append(data)
         return documents, encoded

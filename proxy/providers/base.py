@@ -12,7 +12,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from http.cookiejar import CookieJar
@@ -216,6 +216,9 @@ class Exchange:
     error_format: ErrorFormat
     # Called with the record once a relayed stream has ended, however it ended (the router's bookkeeping).
     on_stream_end: Callable[[RequestRecord], None] | None = None
+    # Awaited just before a request first leaves for a provider: the budgets' admission, whose Redis
+    # round trip runs while the request is prepared; it raises the request's refusal.
+    before_sending: Callable[[], Awaitable[None]] | None = None
 
 
 class ProviderAdapter:
@@ -326,14 +329,18 @@ class ProviderAdapter:
         self.refuse_to_call_gateway()
         exchange = self.exchange
         client = shared_client()
-        # Tracing: each attempt is a client span, and the traceparent sent upstream names it.
-        traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method)
-        headers = self.headers(exchange.client_headers, traceparent=traceparent or exchange.traceparent)
+        headers = self.headers(exchange.client_headers, traceparent=exchange.traceparent)
         if stream:
             # Compressing a stream only delays its events; an upstream that still does is decoded by the relay.
             headers["accept-encoding"] = "identity"
         timeout = _timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
         upstream_request = client.build_request(method, _url(url), content=content, headers=headers, timeout=timeout)
+        if exchange.before_sending is not None:
+            await exchange.before_sending()
+        # Tracing: each attempt is a client span, and the traceparent sent upstream names it.
+        traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method)
+        if traceparent is not None:
+            upstream_request.headers["traceparent"] = traceparent
         self.started = started = time.perf_counter()
         try:
             # Always as a stream: a body is read under GATEWAY_MAX_RESPONSE_BYTES, never whole by httpx.

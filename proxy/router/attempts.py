@@ -189,6 +189,8 @@ async def _attempt(group: Group, target: Target, call: Call, *, fallback: bool) 
         response = await adapter.forward(call.endpoint, call.payload, call.body)
     except GatewayError as error:
         strategies.ended(target)
+        if error.before_provider:  # refused before it was sent (a budget or limit): no attempt was made
+            raise
         record.attempt_ended(error=error.code, latency_ms=(time.perf_counter() - started) * 1000.0)
         outcome = classify_error(error)
         if outcome is None:

@@ -316,3 +316,61 @@ def test_a_group_with_no_enabled_deployment_reserves_the_worst_case_of_its_fallb
     refused = chat(caller, body)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "insufficient_quota"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_request_never_reaches_the_provider_and_records_no_attempt(caller, published, provider_server):
+    # The admission's round trip overlaps the preparation of the provider call: nothing may leave before it.
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=1)
+    marked = CHAT | {"messages": [{"role": "user", "content": "refused-or-not " + PROMPT}]}
+    assert chat(caller, marked).status_code == 200
+    refused = chat(caller, marked)
+    assert refused.status_code == 429
+    sent = [r for r in provider_server.requests if b"refused-or-not" in r.body]
+    assert len(sent) == 1
+    metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["attempts"] == []
+    assert metadata["limit_refused"] == "project_rpm"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_fails_before_any_provider_releases_its_reservation(caller, published, limits_redis):
+    from proxy.models import Deployment, ModelGroup
+
+    group = ModelGroup.objects.create(name="nowhere")
+    Deployment.objects.create(group=group, name="off", provider="openai", base_url="http://127.0.0.1:9/v1", enabled=False)
+    budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="5")
+    failed = chat(caller, CHAT | {"model": "nowhere"})
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "no_deployment_available"
+    published.wait_for(failed.headers["x-request-id"])
+    wait_settled()
+    assert budget_counter(limits_redis, budget, month_label()) == {"reserved": 0, "spent": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_refusal_carries_the_rate_limit_headers_too(caller, published):
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=50, tpm=10_000)
+    services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="0.000000001")
+    refused = chat(caller)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    # Nothing was counted: the windows are as they were.
+    assert refused.headers["x-ratelimit-limit-requests"] == "50"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "50"
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "10000"
+    assert refused.headers["x-ratelimit-reset-tokens"] == "1m0s"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spent_budget_refuses_a_model_without_a_known_price_too(caller, published, limits_redis):
+    unpriced = CHAT | {"model": "a-model-nobody-prices"}
+    budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="0.000001")
+    served = chat(caller, unpriced)
+    assert served.status_code == 200
+    assert published.wait_for(served.headers["x-request-id"])["attributes"]["metadata"]["cost_unknown"] is True
+    wait_settled()
+    limits_redis.hset(f"{key_prefix()}:budget:{budget.pk}:{month_label()}", "spent", 1000)  # all of it spent
+    refused = chat(caller, unpriced)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"

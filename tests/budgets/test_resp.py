@@ -8,19 +8,25 @@ import socket
 import pytest
 from django.conf import settings
 
-from budgets.resp import ConnectionLost, PipelinedRedis, RedisReplyError, _Parser
+from budgets.resp import ConnectionLost, PipelinedRedis, RedisReplyError, _Protocol
 
 
-def test_the_parser_waits_for_whole_replies_split_anywhere():
+def test_replies_split_anywhere_resolve_their_commands_in_order():
     data = b"*3\r\n:1\r\n$5\r\nhello\r\n*2\r\n:-2\r\n$-1\r\n+OK\r\n-NOSCRIPT No matching script\r\n"
+
+    async def run(cut: int):
+        client = PipelinedRedis("redis://127.0.0.1:1/0", timeout=2)
+        protocol = _Protocol(client)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        client.waiting.extend(futures)
+        protocol.data_received(data[:cut])
+        protocol.data_received(data[cut:])
+        assert [future.result() for future in futures[:2]] == [[1, b"hello", [-2, None]], b"OK"]
+        assert isinstance(futures[2].exception(), RedisReplyError) and futures[2].exception().noscript
+
     for cut in range(1, len(data)):
-        parser = _Parser()
-        parser.feed(data[:cut])
-        replies = list(parser.replies())
-        parser.feed(data[cut:])
-        replies += list(parser.replies())
-        assert replies[:2] == [[1, b"hello", [-2, None]], "OK"]
-        assert isinstance(replies[2], RedisReplyError) and replies[2].noscript
+        asyncio.run(run(cut))
 
 
 def test_concurrent_commands_share_one_connection_and_get_their_own_replies():
@@ -29,7 +35,7 @@ def test_concurrent_commands_share_one_connection_and_get_their_own_replies():
         replies = await asyncio.gather(*(client.execute("ECHO", f"n{i}") for i in range(500)))
         with pytest.raises(RedisReplyError, match="unknown command"):
             await client.execute("NOT-A-COMMAND")
-        assert await client.execute("PING") == "PONG"  # an error reply leaves the connection usable
+        assert await client.execute("PING") == b"PONG"  # an error reply leaves the connection usable
         client.close()
         return replies
 
