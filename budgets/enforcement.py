@@ -6,8 +6,9 @@ output tokens from max_tokens or GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS); token wi
 the estimated input plus max_tokens. When the record is finished (`budgets.settlement`) each
 reservation becomes the real amount, or is released if nothing was used.
 
-Redis unreachable: GATEWAY_LIMITS_FAIL_MODE "open" serves the request and keeps its spend in
-this process until Redis is back; "closed" answers 503.
+Redis unreachable: GATEWAY_LIMITS_FAIL_MODE "open" admits the request against counters of this
+process (`budgets.local_counts`: each worker enforces alone, so N workers may admit up to N times
+a limit) and keeps its spend here until Redis is back; "closed" answers 503.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from budgets import clock, plans, refusals, resp
+from budgets import clock, local_counts, plans, refusals, resp
 from budgets.counters import ADMIT, clients, key_prefix
 from budgets.periods import period_end, period_label, period_start
 from budgets.resp import RedisReplyError
@@ -61,7 +62,7 @@ class Admission:
     now: float
     input_tokens: int
     headers: dict[str, str] = field(default_factory=dict)
-    # Not counted in Redis (it was unreachable): the spend is reconciled later.
+    # Counted by this process alone (Redis was unreachable): the spend is reconciled later.
     local: bool = False
 
     def add_headers(self, response) -> None:
@@ -151,7 +152,7 @@ class Template:
     kept encoded with gaps for those, and so are the names of the rate-limit headers.
     """
 
-    __slots__ = ("_head", "_pieces", "_windows", "budgets", "checks", "kinds")
+    __slots__ = ("_head", "_pieces", "_windows", "budget_uses", "budgets", "checks", "kinds")
 
     def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
         prefix = key_prefix()
@@ -166,6 +167,8 @@ class Template:
         self.checks = tuple(checks)
         self.kinds = tuple(check.rule.kind for check in checks)
         self.budgets = "budget" in self.kinds
+        # Per budget: where the script's result holds its use, and its counter key (`local_counts.last_use`).
+        self.budget_uses = tuple((2 + 2 * i, checks[i].key) for i, kind in enumerate(self.kinds) if kind == "budget")
         keys = [check.key for check in checks]
         self._head = b"*%d\r\n" % (3 + len(keys) + 2 + 4 * len(checks)) + b"".join(
             resp.bulk(part) for part in ("EVALSHA", ADMIT.sha, len(keys), *keys)
@@ -216,6 +219,8 @@ def _template(plan: plans.OrgPlan, *, project, key_id: int, user_id, model: str,
     except KeyError:
         pass
     rules = plan.rules_for(project=project, key_id=key_id, user_id=user_id, model=model)
+    if not outage.down():
+        local_counts.trim()
     template = Template(rules, day=day, user_id=user_id) if rules else None
     if len(templates) >= _TEMPLATES_PER_PLAN:
         templates.clear()
@@ -303,7 +308,6 @@ class Pending:
         """The admission, or a 429 (`refusals.LimitRefused`) naming the limit or budget that refused it."""
         if self._result is not None:
             return self._result
-        admission, template, now = self.admission, self.template, self.admission.now
         if self._command is None:  # Redis is unreachable, or none is configured
             return self._without_redis()
         try:
@@ -312,29 +316,52 @@ class Pending:
             logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
             outage.failed()
             return self._without_redis()
-        refused_index, retry_ms = int(result[0]), int(result[1])
-        if refused_index:
-            refused = template.checks[refused_index - 1]
-            rule = refused.rule
-            retry_ms = _retry_ms(refused, now, retry_ms)
-            self.record.limit_refused_by(rule.name)
-            windows = template.windows(result)
-            if rule.kind != "budget":  # the refusing window is the one to wait for
-                windows[rule.kind] = (rule.limit, 0, retry_ms)
-            headers = refusals.rate_headers(windows, self.error_format, now)
-            raise refusals.refusal(
-                rule_name=rule.name, kind=rule.kind, limit=rule.limit, retry_after_ms=retry_ms, headers=headers
-            )
+        template = self.template
+        for position, key in template.budget_uses:  # where an outage would start counting from
+            local_counts.last_use[key] = result[position]
+        if local_counts.windows:  # counted alone during an outage: Redis is the truth again
+            local_counts.redis_back()
+        if result[0]:
+            raise self._refusal(result)
         self._counted_now()  # if written only now (a new connection, or the script loaded again)
-        admission.headers = refusals.rate_headers(template.windows(result), self.error_format, now)
+        admission = self.admission
+        admission.headers = refusals.rate_headers(template.windows(result), self.error_format, admission.now)
         self._result = admission
         return admission
 
     def _without_redis(self) -> Admission:
-        """Fail open: serve, and settle the spend once Redis is back; fail closed: a 503."""
-        self._result = _without_redis(self.admission)
+        """Fail open: count in this process, and settle the spend once Redis is back; fail closed: a 503."""
+        if settings.GATEWAY_LIMITS_FAIL_MODE == "closed":
+            raise GatewayError(
+                "The gateway cannot check this request's limits and budgets right now; retry shortly.",
+                kind="overloaded",
+                code="limits_unavailable",
+                headers={"retry-after": str(max(1, math.ceil(settings.GATEWAY_LIMITS_RETRY_SECONDS)))},
+            )
+        admission = self.admission
+        if settings.GATEWAY_LIMITS_REDIS_URL:  # unreachable; without one configured nothing is enforced
+            result = local_counts.admit(self.template.checks, admission.amounts, admission.now)
+            if result[0]:
+                raise self._refusal(result)
+            admission.headers = refusals.rate_headers(self.template.windows(result), self.error_format, admission.now)
+        admission.local = True
+        self._result = admission
         self._counted_now()
-        return self._result
+        return admission
+
+    def _refusal(self, result: list) -> refusals.LimitRefused:
+        """The 429 of a result in admit.lua's shape that names a refusing check (Redis's or local)."""
+        refused = self.template.checks[int(result[0]) - 1]
+        rule, now = refused.rule, self.admission.now
+        retry_ms = _retry_ms(refused, now, int(result[1]))
+        self.record.limit_refused_by(rule.name)
+        windows = self.template.windows(result)
+        if rule.kind != "budget":  # the refusing window is the one to wait for
+            windows[rule.kind] = (rule.limit, 0, retry_ms)
+        headers = refusals.rate_headers(windows, self.error_format, now)
+        return refusals.refusal(
+            rule_name=rule.name, kind=rule.kind, limit=rule.limit, retry_after_ms=retry_ms, headers=headers
+        )
 
 
 async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat, on_counted) -> Pending | None:
@@ -367,15 +394,3 @@ async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat
     if settings.GATEWAY_LIMITS_REDIS_URL and not outage.down():
         pending.send()
     return pending
-
-
-def _without_redis(admission: Admission) -> Admission:
-    if settings.GATEWAY_LIMITS_FAIL_MODE == "closed":
-        raise GatewayError(
-            "The gateway cannot check this request's limits and budgets right now; retry shortly.",
-            kind="overloaded",
-            code="limits_unavailable",
-            headers={"retry-after": str(max(1, math.ceil(settings.GATEWAY_LIMITS_RETRY_SECONDS)))},
-        )
-    admission.local = True
-    return admission

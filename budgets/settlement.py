@@ -9,6 +9,8 @@ counter: each budget's reservation becomes the real cost, each token window's re
 real token count, and nothing at all is kept for a request that failed without usage. Alert
 thresholds the settlement crosses come back from the same script, claimed once per period
 (`budgets.alerts`). Spend settled while Redis was unreachable is kept here and added once it is back.
+A request admitted meanwhile by this process's own counters (`budgets.local_counts`) settles in
+them as well, so that its real cost counts there until Redis has it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import defaultdict, deque
 
 from django.conf import settings
 
-from budgets import alerts
+from budgets import alerts, local_counts
 from budgets.counters import SETTLE, clients, sync_client
 from budgets.enforcement import Admission, Check, outage
 from budgets.resp import RedisReplyError
@@ -73,6 +75,8 @@ class Batch:
         self.budgets: dict[str, list] = {}
         # (token window key, bucket second) -> tokens to add back (negative) or on top.
         self.tokens: dict[tuple[str, int], int] = defaultdict(int)
+        # Budget counter key -> the part of its cost admitted locally, which Redis has not seen at all.
+        self.local_spend: dict[str, int] = defaultdict(int)
 
     def __bool__(self) -> bool:
         return bool(self.budgets or self.tokens)
@@ -91,6 +95,8 @@ class Batch:
             kind = check.rule.kind
             if kind == "budget":
                 self.add_budget(check, release=0 if admission.local else amount, cost=cost)
+                if admission.local:
+                    self.local_spend[check.key] += cost
             elif kind == "tpm" and not admission.local and tokens != amount:
                 self.tokens[check.key, int(admission.now)] += tokens - amount
 
@@ -156,6 +162,7 @@ class Settler:
                 outage.failed()
                 self._keep(batch)
                 continue
+            local_counts.reconciled(batch.local_spend)
             alerts.claimed(claimed, checks, args)
 
     def settle_now(self) -> None:
@@ -164,6 +171,7 @@ class Settler:
         if batch and settings.GATEWAY_LIMITS_REDIS_URL:
             keys, args, checks = batch.script_input()
             claimed = SETTLE.run_sync(sync_client(), keys, args)
+            local_counts.reconciled(batch.local_spend)
             alerts.claimed(claimed, checks, args)
 
     def _batch(self) -> Batch:
@@ -171,14 +179,19 @@ class Settler:
         queue = self.queue
         for _ in range(len(queue)):
             admission, cost, tokens = queue.popleft()
-            # Counted while Redis was away: its spend waits for the next batch that reaches Redis.
-            (self._unreconciled if admission.local else batch).add(admission, cost=cost, tokens=tokens)
+            if admission.local:  # counted while Redis was away: its spend waits for the next batch that reaches Redis
+                local_counts.settled(admission, cost=cost, tokens=tokens)
+                self._unreconciled.add(admission, cost=cost, tokens=tokens)
+            else:
+                batch.add(admission, cost=cost, tokens=tokens)
         return batch
 
     def _keep(self, batch: Batch) -> None:
         """A batch that did not reach Redis: its budget settlements wait for the next one (token windows lapse)."""
         for check, release, cost in batch.budgets.values():
             self._unreconciled.add_budget(check, release=release, cost=cost)
+        for key, cost in batch.local_spend.items():
+            self._unreconciled.local_spend[key] += cost
 
     @property
     def pending(self) -> int:

@@ -338,7 +338,9 @@ def test_a_request_that_fails_before_any_provider_releases_its_reservation(calle
     from proxy.models import Deployment, ModelGroup
 
     group = ModelGroup.objects.create(name="nowhere")
-    Deployment.objects.create(group=group, name="off", provider="openai", base_url="http://127.0.0.1:9/v1", enabled=False)
+    Deployment.objects.create(
+        group=group, name="off", provider="openai", base_url="http://127.0.0.1:9/v1", enabled=False
+    )
     budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="5")
     failed = chat(caller, CHAT | {"model": "nowhere"})
     assert failed.status_code == 503

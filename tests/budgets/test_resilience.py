@@ -1,4 +1,5 @@
-"""Period rollover (a frozen clock), Redis down (fail open and fail closed), counters rebuilt from the logs."""
+"""Period rollover (a frozen clock), Redis down (fail open, counted per process, and fail closed), counters
+rebuilt from the logs."""
 
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ def test_a_daily_budget_rolls_over_at_midnight_utc(caller, published, monkeypatc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_minute_window_moves_with_the_clock(caller, monkeypatch):
+@pytest.mark.parametrize("counted_by", ["redis", "the process while Redis is unreachable"])
+def test_a_minute_window_moves_with_the_clock(caller, monkeypatch, settings, counted_by):
     services.rate_limit_set(scope=Scope.KEY, org=caller.org, key=_key(caller), rpm=2)
+    if counted_by != "redis":
+        settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(settings.GATEWAY_LIMITS_REDIS_URL)
     monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE)
     assert chat(caller).status_code == 200
     monkeypatch.setattr(clock, "now", lambda: NEW_YEARS_EVE + 30)
@@ -93,6 +97,72 @@ def test_redis_down_fails_open_by_default_and_the_spend_reaches_redis_once_it_is
             break
         time.sleep(0.05)
     assert int(counter[b"spent"]) == pytest.approx(cost * 1e9, abs=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_a_rate_limit_still_holds_counted_in_the_process(caller, published, settings):
+    services.rate_limit_set(scope=Scope.KEY, org=caller.org, key=_key(caller), rpm=2)
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(settings.GATEWAY_LIMITS_REDIS_URL)
+    answers = [chat(caller) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0", "0"]
+    refused = answers[2]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.json()["error"]["type"] == "requests"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["limit_refused"] == "key_rpm"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_once_redis_is_back_it_counts_the_windows_again_and_the_local_counts_go(caller, settings):
+    from budgets import enforcement
+
+    services.rate_limit_set(scope=Scope.KEY, org=caller.org, key=_key(caller), rpm=1)
+    working_url = settings.GATEWAY_LIMITS_REDIS_URL
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(working_url)
+    assert [chat(caller).status_code for _ in range(2)] == [200, 429]
+    settings.GATEWAY_LIMITS_REDIS_URL = working_url
+    enforcement.outage.until = float("-inf")
+    # Redis never saw the request admitted locally: it admits one of its own, then refuses.
+    assert [chat(caller).status_code for _ in range(2)] == [200, 429]
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(working_url)
+    assert [chat(caller).status_code for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_a_budget_redis_reported_nearly_spent_refuses_once_local_spend_passes_it(
+    caller, published, settings, limits_redis
+):
+    from budgets import enforcement
+
+    # With max_tokens 20 a request reserves its real cost (20 output tokens), so each one adds `cost`.
+    cost = request_cost(caller, published)
+    budget = services.budget_set(
+        scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal(str(cost)) * 10
+    )
+    counter = f"{key_prefix()}:budget:{budget.pk}:{datetime.now(UTC).strftime('%Y%m01')}"
+    limits_redis.hset(counter, "spent", int(cost * 1e9 * 7.5))
+    assert chat(caller).status_code == 200  # Redis reports 8.5 costs used of 10
+    wait_settled()
+    working_url = settings.GATEWAY_LIMITS_REDIS_URL
+    settings.GATEWAY_LIMITS_REDIS_URL = _unreachable(working_url)
+    served = chat(caller)
+    assert served.status_code == 200  # 9.5 of 10, counted here
+    refused = chat(caller)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert int(refused.headers["retry-after"]) > 0
+    metadata = published.wait_for(refused.headers["x-request-id"])["attributes"]["metadata"]
+    assert metadata["limit_refused"] == "project_budget"
+    # Back: the local request's spend reaches Redis, and Redis refuses the next one itself.
+    settings.GATEWAY_LIMITS_REDIS_URL = working_url
+    enforcement.outage.until = float("-inf")
+    deadline = time.monotonic() + 10
+    while int(limits_redis.hget(counter, "spent")) < int(cost * 1e9 * 9.5) - 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert int(limits_redis.hget(counter, "spent")) == pytest.approx(cost * 1e9 * 9.5, abs=5)
+    assert chat(caller).status_code == 429
 
 
 def _unreachable(url: str) -> str:
