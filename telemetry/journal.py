@@ -56,8 +56,25 @@ def _bytes_as_text(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# A body the proxy parsed is journaled once, as JSON: its raw bytes, which the document never reads
+# then, would double the line (and its escaping) for every prompt. Its size is kept instead.
+_REQUEST_BODY, _REQUEST_SIZE, _RESPONSE_BODY = (
+    _NAMES.index(name) for name in ("request_body", "request_size", "response_body")
+)
+
+
 def encode_record(record: RequestRecord) -> bytes:
-    return orjson.dumps(_values_of(record), default=_bytes_as_text) + b"\n"
+    values = _values_of(record)
+    parsed_request = record.request_json is not None and record.request_body
+    if parsed_request or (record.response_json is not None and record.response_body):
+        values = list(values)
+        if parsed_request:
+            values[_REQUEST_BODY] = ""
+            if record.request_size is None:
+                values[_REQUEST_SIZE] = len(record.request_body)
+        if record.response_json is not None and record.response_body:
+            values[_RESPONSE_BODY] = ""  # empty, not None: None would say no body was sent
+    return orjson.dumps(values, default=_bytes_as_text) + b"\n"
 
 
 def decode_segment(data: bytes) -> tuple[list[RequestRecord], int]:

@@ -6,7 +6,9 @@ import subprocess
 import sys
 import textwrap
 
-from telemetry.journal import Journal, Segment
+import orjson
+
+from telemetry.journal import _HEADER, Journal, Segment, decode_segment, encode_record
 from tests.telemetry.conftest import ROOT, plain_record, streaming_record
 
 WRITER = textwrap.dedent(
@@ -32,14 +34,30 @@ def test_a_segment_gives_back_the_records_written_to_it(tmp_path):
     journal = Journal(tmp_path, max_bytes=1 << 20)
     plain, streamed = plain_record(), streaming_record()
     streamed.response_body = bytes(range(256))  # any bytes at all, not only UTF-8
-    journal.append(plain)
-    journal.append(streamed)
+    raw = plain_record()
+    raw.request_json = raw.response_json = None  # bodies the proxy did not parse: journaled as they are
+    raw.response_body = b'{"id": "chatcmpl-1"}'
+    for record in (plain, streamed, raw):
+        journal.append(record)
 
     [segment] = journal.seal()
 
-    assert segment.records == [plain, streamed]
-    assert journal.read(Segment(path=segment.path, size=segment.size)) == [plain, streamed]
+    assert segment.records == [plain, streamed, raw]
+    read = journal.read(Segment(path=segment.path, size=segment.size))
+    assert [record.to_document() for record in read] == [record.to_document() for record in (plain, streamed, raw)]
+    assert read[2] == raw
     assert journal.seal() == []
+
+
+def test_a_parsed_body_is_journaled_once(tmp_path):
+    record = plain_record()
+    record.response_body = orjson.dumps(record.response_json)
+    line = encode_record(record)
+    assert record.request_body not in line and b"chatcmpl-1" in line
+    assert line.count(b"capital of France") == 1
+    [replayed], _ = decode_segment(_HEADER + line)
+    assert replayed.request_size == len(record.request_body)
+    assert replayed.to_document() == record.to_document()
 
 
 def test_segments_of_a_live_process_are_left_alone_and_a_dead_ones_are_taken_over(tmp_path):
@@ -88,7 +106,7 @@ def test_the_next_segment_is_made_ready_at_a_seal_and_removed_at_a_graceful_stop
     [second] = journal.seal()
 
     assert second.path == ready
-    assert journal.read(second) == [record]
+    assert [replayed.to_document() for replayed in journal.read(second)] == [record.to_document()]
     journal.delete(second)
     journal.close()
     assert [path.name for path in tmp_path.glob("*/*")] == ["lock"]
