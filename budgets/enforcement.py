@@ -61,11 +61,24 @@ class Admission:
     amounts: tuple[int, ...]
     now: float
     input_tokens: int
-    headers: dict[str, str] = field(default_factory=dict)
+    # The tightest requests and tokens windows after admission (`Template.windows`), for its headers.
+    windows: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    error_format: ErrorFormat = ErrorFormat.OPENAI
     # Counted by this process alone (Redis was unreachable): the spend is reconciled later.
     local: bool = False
 
-    def add_headers(self, response) -> None:
+    @property
+    def headers(self) -> dict[str, str]:
+        return refusals.rate_headers(self.windows, self.error_format, self.now)
+
+    def add_headers(self, response, *, encoded: bool = False) -> None:
+        """The rate-limit headers on the response; `encoded`: as ASGI bytes the lean proxy handler sends
+        (gateway_project.lean_handler), which skips Django's per-header work for them."""
+        if not self.windows:
+            return
+        if encoded:
+            response.encoded_headers = refusals.encoded_rate_headers(self.windows, self.error_format, self.now)
+            return
         for name, value in self.headers.items():
             response[name] = value
 
@@ -325,7 +338,7 @@ class Pending:
             raise self._refusal(result)
         self._counted_now()  # if written only now (a new connection, or the script loaded again)
         admission = self.admission
-        admission.headers = refusals.rate_headers(template.windows(result), self.error_format, admission.now)
+        admission.windows, admission.error_format = template.windows(result), self.error_format
         self._result = admission
         return admission
 
@@ -343,7 +356,7 @@ class Pending:
             result = local_counts.admit(self.template.checks, admission.amounts, admission.now)
             if result[0]:
                 raise self._refusal(result)
-            admission.headers = refusals.rate_headers(self.template.windows(result), self.error_format, admission.now)
+            admission.windows, admission.error_format = self.template.windows(result), self.error_format
         admission.local = True
         self._result = admission
         self._counted_now()
@@ -367,7 +380,7 @@ class Pending:
 async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat, on_counted) -> Pending | None:
     """Start admitting the request (see `Pending`); None when no limit or budget applies."""
     grant = attribution.grant
-    plan = await plans.plan_for(grant.org_pk)
+    plan = plans.cached_plan(grant.org_pk) or await plans.plan_for(grant.org_pk)
     if plan.empty:
         return None
     now = clock.now()

@@ -49,6 +49,25 @@ class ProxyASGIHandler(ASGIHandler):
             log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         return response
 
+    async def send_response(self, response, send):
+        """Django's, plus `response.encoded_headers`: pairs of bytes sent as they are (the rate-limit
+        headers of every admitted request), which Django would otherwise check and encode one by one.
+        They replace any header of the same name, as setting them on the response would (a provider's own
+        rate-limit headers are passed through)."""
+        encoded = getattr(response, "encoded_headers", None)
+        if not encoded:
+            await super().send_response(response, send)
+            return
+        names = {name for name, _ in encoded}
+
+        async def send_with_encoded_headers(message):
+            if message["type"] == "http.response.start":
+                kept = [header for header in message["headers"] if header[0].lower() not in names]
+                message["headers"] = kept + encoded
+            await send(message)
+
+        await super().send_response(response, send_with_encoded_headers)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"The proxy handler serves HTTP only, not {scope['type']!r}")
@@ -71,6 +90,7 @@ class ProxyASGIHandler(ASGIHandler):
         if request is None:
             await self.send_response(error_response, send)
             return
+        request.sends_encoded_headers = True  # see send_response
         unread = None
         if over_capacity:
             request.over_capacity = True

@@ -107,7 +107,7 @@ class ProxyView(APIView):
                 await self.admitted()
         response["x-request-id"] = record.id
         if self.admission is not None:  # budgets: the rate-limit headers
-            self.admission.add_headers(response)
+            self.admission.add_headers(response, encoded=getattr(request, "sends_encoded_headers", False))
         if "HTTP_ORIGIN" in request.META:
             # Keys travel in headers, never cookies, so any origin may call and read the answer.
             response["access-control-allow-origin"] = "*"

@@ -52,6 +52,8 @@ def test_a_project_rpm_limit_admits_exactly_rpm_and_refuses_the_next_in_openai_f
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
     assert [a.headers["x-ratelimit-remaining-requests"] for a in answers[:3]] == ["2", "1", "0"]
+    # The gateway's own replace the provider's (it sends x-ratelimit-remaining-requests: 9999).
+    assert answers[0].headers.get_list("x-ratelimit-remaining-requests") == ["2"]
     assert answers[0].headers["x-ratelimit-reset-requests"].endswith("s")
     refused = answers[3]
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
