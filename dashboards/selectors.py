@@ -140,7 +140,9 @@ def window_from(
         return Window("custom", f"{start:%Y-%m-%d} to {end:%Y-%m-%d}", since, max(since, until), granularity, name)
     if range_key in DAY_RANGES:
         label, days = DAY_RANGES[range_key]
-        today = now.astimezone(zone).date()
+        # The day whose bucket holds now: in a zone off the hour, the bucket of the local day about to
+        # start already holds the minutes before its midnight (see _local_day_of).
+        today = _local_day_of(_hour_floor(now), zone)
         since = _local_day_start(today + timedelta(days=1 - days), zone)
         return Window(range_key, label, since, now, "day", name)
     if range_key not in RANGES:

@@ -164,3 +164,16 @@ def test_days_in_a_zone_off_the_hour_start_on_the_hour_before_and_keep_every_req
     served = sum(a + b for a, b in zip(*(dataset["data"] for dataset in requests["datasets"]), strict=True))
     acme = [log for log in traffic if log.org_id == "acme"]
     assert served == page.context["page"].totals.requests == len(acme) + 5  # and the five around midnight
+
+
+def test_thirty_days_are_thirty_buckets_in_the_half_hour_before_a_kolkata_midnight():
+    from zoneinfo import ZoneInfo
+
+    from dashboards.selectors import window_from
+
+    # 18:10 UTC is 23:40 in Kolkata; the bucket from 18:00 UTC already belongs to the next local day.
+    now = datetime(2026, 12, 1, 18, 10, tzinfo=UTC)
+    window = window_from(range_key="30d", now=now, zone=ZoneInfo("Asia/Kolkata"))
+    buckets = window.buckets()
+    assert len(buckets) == 30
+    assert buckets[-1] == datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
