@@ -329,6 +329,18 @@ class Pending:
             logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
             outage.failed()
             return self._without_redis()
+        return self._decided(result)
+
+    def ready(self) -> Admission | None:
+        """The admission if Redis has already answered, without awaiting (it raises a refusal); else None."""
+        if self._result is not None:
+            return self._result
+        reply = self._reply
+        if reply is None or not reply.done() or reply.cancelled() or reply.exception() is not None:
+            return None  # `admitted` waits, reconnects or loads the script again
+        return self._decided(reply.result())
+
+    def _decided(self, result: list) -> Admission:
         template = self.template
         for position, key in template.budget_uses:  # where an outage would start counting from
             local_counts.last_use[key] = result[position]

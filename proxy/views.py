@@ -104,7 +104,8 @@ class ProxyView(APIView):
         if self.pending_admission is not None:
             # Ended before reaching a provider: still read the admission, so that what Redis counted is settled.
             with contextlib.suppress(GatewayError):
-                await self.admitted()
+                if (waiting := self.admitted()) is not None:
+                    await waiting
         response["x-request-id"] = record.id
         if self.admission is not None:  # budgets: the rate-limit headers
             self.admission.add_headers(response, encoded=getattr(request, "sends_encoded_headers", False))
@@ -225,10 +226,22 @@ class ProxyView(APIView):
             record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
         )
 
-    async def admitted(self) -> None:
+    def admitted(self):
+        """Decide the admission begun by `admit`; an awaitable only when Redis has not answered yet.
+
+        Called just before the first byte leaves for a provider (`Exchange.before_sending`). By then
+        Redis has mostly answered, and a request that need not wait makes no coroutine for it.
+        """
         pending, self.pending_admission = self.pending_admission, None
         if pending is None:
-            return
+            return None
+        admission = pending.ready()  # raises a refusal
+        if admission is None:
+            return self._wait_for_admission(pending)
+        self.admission = admission
+        return None
+
+    async def _wait_for_admission(self, pending) -> None:
         self.admission = await pending.admitted()
 
     async def route(self, request, model: str, attribution: auth.Attribution) -> router.RoutePlan:

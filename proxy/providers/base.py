@@ -216,9 +216,10 @@ class Exchange:
     error_format: ErrorFormat
     # Called with the record once a relayed stream has ended, however it ended (the router's bookkeeping).
     on_stream_end: Callable[[RequestRecord], None] | None = None
-    # Awaited just before a request first leaves for a provider: the budgets' admission, whose Redis
-    # round trip runs while the request is prepared; it raises the request's refusal.
-    before_sending: Callable[[], Awaitable[None]] | None = None
+    # Called just before a request first leaves for a provider: the budgets' admission, whose Redis
+    # round trip runs while the request is prepared; it raises the request's refusal, and returns an
+    # awaitable to wait on when Redis has not answered yet.
+    before_sending: Callable[[], Awaitable[None] | None] | None = None
 
 
 class ProviderAdapter:
@@ -335,8 +336,8 @@ class ProviderAdapter:
             headers["accept-encoding"] = "identity"
         timeout = _timeout(settings.GATEWAY_UPSTREAM_TIMEOUT, settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT)
         upstream_request = client.build_request(method, _url(url), content=content, headers=headers, timeout=timeout)
-        if exchange.before_sending is not None:
-            await exchange.before_sending()
+        if exchange.before_sending is not None and (waiting := exchange.before_sending()) is not None:
+            await waiting
         # Tracing: each attempt is a client span, and the traceparent sent upstream names it.
         traceparent = tracing.attempt_started(exchange.record, provider=self.spec.name, method=method)
         if traceparent is not None:
