@@ -54,7 +54,12 @@ def record_logged(record, document: dict | None) -> None:
         metadata = document["attributes"]["metadata"]
         cost, tokens = metadata["cost"], metadata["tokens"]["total"]
     else:  # telemetry off, or no document could be built: the same pricing the document would have had
-        usage, cost = record.billed()
+        try:
+            usage, cost = record.billed()
+        except Exception:  # an unpriceable record must not hold the settler; its reservation stays
+            logger.exception("limits: could not settle request %s", record.id)
+            _admissions.pop(record.id, None)
+            return
         tokens = usage.total
     # Queued before it is let go, so the settler never sees neither (and stops meanwhile).
     settler.queue.append((admission, math.ceil(cost * 1e9) if cost else 0, tokens))

@@ -52,3 +52,21 @@ def test_a_window_kept_as_buckets_alone_is_totalled_once(limits_redis):
     assert admit(limits_redis, key, at=T0, limit=7, amount=1)[:3] == [0, 0, 7]
     assert window(limits_redis, key) == (7, 7)
     assert admit(limits_redis, key, at=T0, limit=7, amount=1)[0] == 1
+
+
+def test_a_record_that_cannot_be_priced_does_not_hold_the_settler(limits_redis, caplog):
+    from budgets import plans, settlement
+    from budgets.enforcement import Admission, Check
+
+    class Unpriceable:
+        id = "unpriceable-record"
+
+        def billed(self):
+            raise ValueError("no usage to read")
+
+    budget = plans.Rule(1, "budget", "org", 10**9, "month")
+    admission = Admission((Check(budget, f"{key_prefix()}:budget:1:x"),), (5,), T0, 1)
+    settlement.hold(Unpriceable(), admission)
+    settlement.record_logged(Unpriceable(), None)
+    assert settlement.settler.pending == 0
+    assert "could not settle request unpriceable-record" in caplog.text
