@@ -152,6 +152,11 @@ def _period(period: str, day: int) -> tuple[datetime, datetime | None, str]:
     return start, period_end(period, start), period_label(period, start)
 
 
+def counter_expires_at(period_end: datetime | None) -> int:
+    """When a budget counter may go (Unix seconds): a week after its period, so late settlements land; 0: never."""
+    return int(period_end.timestamp()) + _SECONDS_KEPT_AFTER_PERIOD if period_end else 0
+
+
 def counter_key(prefix: str, rule: plans.Rule, user_id: str | None, suffix: str) -> str:
     user = f":u:{user_id}" if rule.per_user else ""
     return f"{prefix}:{rule.kind}:{rule.id}{user}:{suffix}"
@@ -173,7 +178,7 @@ class Template:
         for rule in rules:
             if rule.kind == "budget":
                 start, end, label = _period(rule.period, day)
-                expire_at = int(end.timestamp()) + _SECONDS_KEPT_AFTER_PERIOD if end else 0
+                expire_at = counter_expires_at(end)
                 checks.append(Check(rule, counter_key(prefix, rule, user_id, label), start, expire_at, user_id or ""))
             else:
                 checks.append(Check(rule, counter_key(prefix, rule, user_id, "w")))

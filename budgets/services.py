@@ -11,12 +11,10 @@ from django.db.models import Sum
 
 from budgets import clock
 from budgets.counters import key_prefix, sync_client
-from budgets.enforcement import counter_key
+from budgets.enforcement import counter_expires_at, counter_key
 from budgets.models import Budget, Period, RateLimit, Scope
 from budgets.periods import period_end, period_label, period_start
 from budgets.plans import rules_of
-
-_SECONDS_KEPT_AFTER_PERIOD = 7 * 86400
 
 
 def budget_set(
@@ -100,8 +98,7 @@ def budgets_rebuild(*, org=None) -> list[Rebuilt]:
     budgets = Budget.objects.select_related("org", "project", "key")
     if org is not None:
         budgets = budgets.filter(org=org)
-    now = clock.now()
-    at = datetime.fromtimestamp(now, tz=UTC)
+    at = datetime.fromtimestamp(clock.now(), tz=UTC)
     prefix = key_prefix()
     client = sync_client()
     results = []
@@ -115,7 +112,7 @@ def budgets_rebuild(*, org=None) -> list[Rebuilt]:
             key = counter_key(prefix, rule, user_id or None, period_label(budget.period, start))
             pipe.hset(key, "spent", math.ceil(Decimal(total) * Decimal(1_000_000_000)))
             if end is not None:
-                pipe.expire(key, int(end.timestamp() - now) + _SECONDS_KEPT_AFTER_PERIOD)
+                pipe.expireat(key, counter_expires_at(end))
         pipe.execute()
         results.append(Rebuilt(budget, len(spent), sum(spent.values(), Decimal(0))))
     return results

@@ -173,6 +173,20 @@ def caller(transactional_db, live_gateway, published):
     return Caller(org=org, project=project, key=issued.plaintext, gateway_url=live_gateway.url)
 
 
+def wait_until_serving(url: str, process, log_path: Path, *, timeout: float, what: str = "the gateway") -> None:
+    """Until a gateway started as `process` answers /healthz; its log if it exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def test_database_url(django_db_setup) -> str:
     db = django_settings.DATABASES["default"]
@@ -200,16 +214,7 @@ def other_gateway(test_database_url, tmp_path, _providers_point_at_local_server)
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(command, cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
-        assert time.monotonic() < deadline, "the second gateway did not start"
-        time.sleep(0.1)
+    wait_until_serving(url, process, tmp_path / "gateway.log", timeout=30, what="the second gateway")
     yield url
     process.terminate()
     process.wait(timeout=15)

@@ -19,7 +19,7 @@ from budgets.counters import key_prefix
 from budgets.models import Scope
 from proxy import services as proxy_services
 from tests.budgets.file_publisher import read_published
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "Say hello in few words."  # 23 characters: 6 input tokens billed, 6 estimated
@@ -53,16 +53,7 @@ def two_workers(test_database_url, tmp_path, provider_server):
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.1)
+    wait_until_serving(url, process, tmp_path / "gateway.log", timeout=60)
     yield url, published
     process.terminate()
     process.wait(timeout=30)

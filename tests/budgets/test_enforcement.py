@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
@@ -37,6 +38,21 @@ def budget_counter(redis, budget, label: str, user: str | None = None) -> dict:
     user_part = f":u:{user}" if user else ""
     raw = redis.hgetall(f"{key_prefix()}:budget:{budget.pk}{user_part}:{label}")
     return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def price_at_1000_per_mtok(model: str) -> None:
+    """An OpenAI price override for a model the provider server plays: $1000 per million tokens each way."""
+    from django.utils import timezone
+
+    from telemetry.models import PriceOverride
+
+    PriceOverride.objects.create(
+        provider="openai",
+        model=model,
+        valid_from=timezone.now() - timedelta(days=1),
+        input_per_mtok=1000,
+        output_per_mtok=1000,
+    )
 
 
 def month_label() -> str:
@@ -95,20 +111,8 @@ def test_a_hard_budget_reserves_the_worst_case_settles_the_real_cost_and_refuses
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_request_releases_its_reservation(caller, limits_redis):
-    from datetime import timedelta
 
-    from django.utils import timezone
-
-    from telemetry.models import PriceOverride
-
-    # A price for the failing model, so that the request reserves something.
-    PriceOverride.objects.create(
-        provider="openai",
-        model="status-500",
-        valid_from=timezone.now() - timedelta(days=1),
-        input_per_mtok=1000,
-        output_per_mtok=1000,
-    )
+    price_at_1000_per_mtok("status-500")  # so that the failing request reserves something
     budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="0.03")
     # 26 tokens at $1000 per million: $0.026 reserved, which leaves no room for a second at once.
     failed = chat(caller, CHAT | {"model": "status-500"})
@@ -214,19 +218,8 @@ def test_a_stream_settles_at_its_end_to_the_cost_its_record_holds(caller, publis
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stream_whose_client_leaves_settles_too(caller, published, limits_redis):
-    from datetime import timedelta
 
-    from django.utils import timezone
-
-    from telemetry.models import PriceOverride
-
-    PriceOverride.objects.create(
-        provider="openai",
-        model="endless-20",
-        valid_from=timezone.now() - timedelta(days=1),
-        input_per_mtok=1000,
-        output_per_mtok=1000,
-    )
+    price_at_1000_per_mtok("endless-20")
     budget = services.budget_set(scope=Scope.ORG, org=caller.org, usd="1")
     body = CHAT | {"model": "endless-20", "stream": True}
     with httpx.stream(
