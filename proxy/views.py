@@ -219,7 +219,7 @@ class ProxyView(APIView):
     async def admit(self, attribution: auth.Attribution, payload: dict) -> None:
         """Budgets and rate limits (the budgets app): started here, decided before the provider is called.
 
-        The admission's Redis round trip runs while the provider call is prepared; `admitted`, awaited
+        The admission's Redis round trip runs while the provider call is prepared; `admitted`, called
         just before its first byte leaves, raises the 429 of a refused request.
         """
         self.pending_admission = await begin_admission(
