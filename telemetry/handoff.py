@@ -5,7 +5,7 @@
 wakes every TELEMETRY_FLUSH_INTERVAL and, from a worker thread so that neither the JSON work nor
 the broker round trip blocks the loop, seals the journal's active segment, turns its records into
 documents, publishes them and deletes the segment once the broker has taken them. If the broker
-is down, sealed segments wait on disk (the first TELEMETRY_LOCAL_BUFFER_MAX documents in memory
+is down, sealed segments are fsynced and wait on disk (the first TELEMETRY_LOCAL_BUFFER_MAX documents in memory
 as well) and go out when it is back. Segments a stopped or killed process left are shipped by the
 next process to start.
 """
@@ -206,6 +206,8 @@ class HandoffPipeline:
                 self._shipping.popleft()
                 journal.delete(segment)
             published += len(documents)
+        for segment in self._shipping:  # waiting for the broker: on disk now, not at the kernel's leisure
+            journal.sync(segment)
         metrics.TELEMETRY_HANDOFF_BACKLOG.set(self.backlog)
         metrics.TELEMETRY_JOURNAL_BYTES.set(journal.size)
         return published

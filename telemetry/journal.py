@@ -5,8 +5,11 @@ every finished record, one orjson line, to the segment it is writing in its own 
 `<GATEWAY_JOURNAL_DIR>/<pid>-<token>/<seq>.seg`. The segment is a shared memory mapping of the
 file, so the append is a memory copy with no syscall and no fsync, and the copied bytes are the
 kernel's at once: a killed process loses nothing it had answered for. The hand-off thread seals
-the segments every flush interval, fsyncs them and deletes each once the broker has acknowledged
-the publish of its records.
+the segments every flush interval and deletes each once the broker has acknowledged the publish
+of its records. A segment the broker has not taken by the end of that flush is fsynced then
+(`Journal.sync`): every record is on disk or in the broker within about a flush interval. The
+segments the broker takes at once, nearly all of them, are deleted before the kernel writes them
+back, so in the common case the journal costs no disk write at all.
 
 A process holds an exclusive flock on its directory's lock file for as long as it lives. A
 directory whose lock can be taken belongs to a process that is gone: whoever takes the lock ships
@@ -119,6 +122,7 @@ class Segment:
     documents: list[dict] | None = None
     encoded: list[bytes] | None = None  # each document's JSON, as published
     owner: Path | None = field(default=None, repr=False)
+    synced: bool = False  # fsynced since it was sealed or found
 
     @property
     def count(self) -> int:
@@ -166,11 +170,10 @@ class _Open:
         self.position = end
 
     def close(self) -> None:
-        """Cut the file to what was written and fsync it (the hand-off thread, once per flush)."""
+        """Cut the file to what was written (the hand-off thread, once per flush); `Journal.sync` fsyncs it."""
         try:
             self.map.close()
             os.ftruncate(self.fd, self.position)
-            os.fsync(self.fd)
         finally:
             os.close(self.fd)
 
@@ -288,7 +291,7 @@ class Journal:
     # --- The hand-off thread ------------------------------------------------------
 
     def seal(self) -> list[Segment]:
-        """Close the segments written since the last seal and return them with their records; fsync here."""
+        """Close the segments written since the last seal and return them with their records."""
         with self._lock:
             if not self._pending:
                 return []
@@ -404,6 +407,23 @@ class Journal:
             metrics.TELEMETRY_JOURNAL_DROPPED.labels("unreadable").inc(unreadable)
             logger.error("telemetry: %d unreadable records skipped in journal segment %s", unreadable, segment.path)
         return records
+
+    def sync(self, segment: Segment) -> None:
+        """Put a sealed segment the broker has not taken on disk, for a machine that stops before it does."""
+        if segment.path is None or segment.synced:
+            return
+        try:
+            fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return
+        except OSError:
+            logger.warning("telemetry: cannot fsync journal segment %s", segment.path, exc_info=True)
+            return
+        segment.synced = True
 
     def delete(self, segment: Segment) -> None:
         """The broker has the segment's records: remove it (and its directory, if it was a dead process's)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import orjson
 
+from telemetry.handoff import HandoffPipeline
 from telemetry.journal import _HEADER, Journal, Segment, decode_segment, encode_record
 from tests.telemetry.conftest import ROOT, plain_record, streaming_record
 
@@ -111,3 +114,58 @@ def test_the_next_segment_is_made_ready_at_a_seal_and_removed_at_a_graceful_stop
     journal.close()
     assert [path.name for path in tmp_path.glob("*/*")] == ["lock"]
     assert journal.size == 0
+
+
+class TakingPublisher:
+    def publish(self, documents: list[dict]) -> None:
+        pass
+
+
+class RefusingPublisher:
+    def publish(self, documents: list[dict]) -> None:
+        raise ConnectionError("the broker is down")
+
+
+def _cancelled_write_bytes() -> int:
+    """Bytes this process dirtied that left the page cache unwritten (a file removed before writeback)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("cancelled_write_bytes:"):
+            return int(line.split()[1])
+    raise AssertionError("no I/O accounting in /proc/self/io")
+
+
+def _journaled_pipeline(settings, tmp_path, publisher) -> tuple[HandoffPipeline, int]:
+    settings.TELEMETRY_PUBLISHER = f"{__name__}.{publisher.__name__}"
+    settings.GATEWAY_JOURNAL_DIR = tmp_path
+    pipeline = HandoffPipeline()
+    written = 0
+    for _ in range(40):
+        record = plain_record()
+        record.request_json["messages"][0]["content"] += " padding" * 1_000  # about 8 KB a line
+        pipeline.journal.append(record)
+        written += len(encode_record(record))
+    return pipeline, written
+
+
+def test_a_segment_the_broker_takes_never_reaches_the_disk(settings, tmp_path):
+    pipeline, written = _journaled_pipeline(settings, tmp_path, TakingPublisher)
+    before = _cancelled_write_bytes()
+
+    assert pipeline.flush_sync() == 40
+
+    # Removed while its pages were still dirty: the kernel never wrote them. An fsync would have.
+    assert _cancelled_write_bytes() - before >= written - mmap.PAGESIZE
+    assert list(tmp_path.glob("*/0*.seg")) == [pipeline.journal._spare.path]
+
+
+def test_a_segment_the_broker_refuses_is_on_disk_after_the_flush(settings, tmp_path):
+    pipeline, written = _journaled_pipeline(settings, tmp_path, RefusingPublisher)
+
+    assert pipeline.flush_sync() == 0
+
+    [segment] = pipeline._shipping
+    assert segment.size > written
+    before = _cancelled_write_bytes()
+    segment.path.unlink()
+    # Its pages were clean: fsynced by the flush, not left to the kernel's writeback half a minute later.
+    assert _cancelled_write_bytes() - before < mmap.PAGESIZE
