@@ -19,9 +19,11 @@ local oldest_kept = now_s - 59
 local n = #KEYS
 local reset, evicted = {}, {}
 
--- The window's total once the seconds before oldest_kept are out; the evicted ones are removed on admission.
+-- The window's total once the seconds before oldest_kept are out, the evicted seconds (removed on
+-- admission), what this second's bucket holds and whether "o" must move.
 local function window_total(key)
-  local state = redis.call("HMGET", key, "t", "o")
+  local state = redis.call("HMGET", key, "t", "o", ARGV[2])
+  local bucket = tonumber(state[3] or "0")
   local old = {}
   if not state[1] then
     -- A new window, or one an earlier version kept as buckets alone: total what it holds.
@@ -34,10 +36,11 @@ local function window_total(key)
         total = total + tonumber(buckets[j + 1])
       end
     end
-    return total, old
+    return total, old, bucket, true
   end
   local total, oldest = tonumber(state[1]), tonumber(state[2] or now_s)
-  if oldest < oldest_kept then
+  local moved = oldest < oldest_kept
+  if moved then
     -- The key expires 61 s after its last admission, so no more than about 61 seconds are walked.
     for second = oldest, oldest_kept - 1 do
       local count = redis.call("HGET", key, second)
@@ -47,7 +50,7 @@ local function window_total(key)
       end
     end
   end
-  return math.max(total, 0), old
+  return math.max(total, 0), old, bucket, moved
 end
 
 -- When enough of the window's oldest buckets will have left it for `amount` to fit.
@@ -74,8 +77,8 @@ for i = 1, n do
   local base = 2 + (i - 1) * 4
   local kind, limit, amount = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   if kind == "r" then
-    local total, old = window_total(KEYS[i])
-    evicted[i] = {total, old}
+    local total, old, bucket, moved = window_total(KEYS[i])
+    evicted[i] = {total, old, bucket, moved}
     current[i] = total
     reset[i] = 60000
     if refused == 0 and total + amount > limit then
@@ -85,6 +88,7 @@ for i = 1, n do
   else
     local budget = redis.call("HMGET", KEYS[i], "spent", "reserved")
     local spent, reserved = tonumber(budget[1] or "0"), tonumber(budget[2] or "0")
+    evicted[i] = not (budget[1] or budget[2])  -- a new counter: its expiry is set with its first reservation
     current[i] = spent + reserved
     reset[i] = 0
     -- A budget's retry-after is the end of its period, known to the caller.
@@ -109,15 +113,27 @@ for i = 1, n do
   local base = 2 + (i - 1) * 4
   local kind = ARGV[base + 1]
   if kind == "r" then
-    local total, old = evicted[i][1], evicted[i][2]
+    -- One write for this second's bucket, the total and (about once a second) "o". Counts are written
+    -- with %d: a Lua number handed to Redis as it is could be written in exponent form.
+    local total, old, bucket, moved = unpack(evicted[i])
+    local amount = tonumber(ARGV[base + 3])
     if #old > 0 then redis.call("HDEL", KEYS[i], unpack(old)) end
-    if ARGV[base + 3] ~= "0" then redis.call("HINCRBY", KEYS[i], ARGV[2], ARGV[base + 3]) end
-    redis.call("HSET", KEYS[i], "t", total + tonumber(ARGV[base + 3]), "o", math.max(oldest_kept, 0))
-    redis.call("PEXPIRE", KEYS[i], 61000)
+    local total_after = string.format("%d", total + amount)
+    if amount == 0 and moved then
+      redis.call("HSET", KEYS[i], "t", total_after, "o", math.max(oldest_kept, 0))
+    elseif amount == 0 then
+      redis.call("HSET", KEYS[i], "t", total_after)
+    elseif moved then
+      redis.call("HSET", KEYS[i], ARGV[2], string.format("%d", bucket + amount), "t", total_after, "o", math.max(oldest_kept, 0))
+    else
+      redis.call("HSET", KEYS[i], ARGV[2], string.format("%d", bucket + amount), "t", total_after)
+    end
+    -- The key goes 61 s after the first admission of its newest second, when every bucket has left the window.
+    if bucket == 0 or amount == 0 then redis.call("PEXPIRE", KEYS[i], 61000) end
   else
     redis.call("HINCRBY", KEYS[i], "reserved", ARGV[base + 3])
     local expire_at = string.sub(ARGV[base + 4], 2)
-    if expire_at ~= "0" then redis.call("EXPIREAT", KEYS[i], expire_at) end
+    if evicted[i] and expire_at ~= "0" then redis.call("EXPIREAT", KEYS[i], expire_at) end
   end
   result[#result + 1] = current[i] + tonumber(ARGV[base + 3])
   result[#result + 1] = reset[i]

@@ -99,18 +99,20 @@ class _Outage:
 outage = _Outage()
 
 
-def _text_chars(value) -> int:
-    """Characters of text in a body's value: strings, in lists, under the keys that hold text."""
-    total, pending = 0, [value]
+def _text_chars(pending: list) -> int:
+    """Characters of text in a body's values: strings, in lists, under the keys that hold text."""
+    total = 0
     while pending:  # a loop, not recursion: cheaper, and no depth limit for a deeply nested body
         value = pending.pop()
         kind = type(value)
         if kind is str:
             total += len(value)
-        elif kind is list:
-            pending.extend(value)
         elif kind is dict:
-            pending.extend(value[key] for key in _TEXT_KEYS if key in value)
+            for key in _TEXT_KEYS:
+                if key in value:
+                    pending.append(value[key])
+        elif kind is list:
+            pending += value
     return total
 
 
@@ -207,9 +209,11 @@ class Template:
         )
 
     def command(self, now_ms: int, amounts: tuple[int, ...]) -> bytes:
-        parts = [self._head, resp.bulk(now_ms), resp.bulk(now_ms // 1000)]
+        ms, seconds = b"%d" % now_ms, b"%d" % (now_ms // 1000)
+        parts = [self._head, b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ms), ms, len(seconds), seconds)]
         for (before, after), amount in zip(self._pieces, amounts, strict=True):
-            parts += (before, resp.bulk(amount), after)
+            digits = b"%d" % amount
+            parts += (before, b"$%d\r\n%b\r\n" % (len(digits), digits), after)
         return b"".join(parts)
 
     def windows(self, result: list) -> dict[str, tuple[int, int, int]]:
@@ -309,12 +313,10 @@ class Pending:
         """Write the script call now; its reply is read by `admitted`."""
         self._client = clients.get()
         self._command = self.template.command(int(self.admission.now * 1000), self.admission.amounts)
-        self._reply = self._client.send_now(self._command)
-        if self._reply is not None:
-            self._reply.add_done_callback(self._replied)
+        self._reply = self._client.send_now(self._command, on_reply=self._replied)
 
-    def _replied(self, reply: asyncio.Future) -> None:
-        if not reply.cancelled() and reply.exception() is None and not int(reply.result()[0]):
+    def _replied(self, result: list) -> None:
+        if not int(result[0]):
             self._counted_now()
 
     def _counted_now(self) -> None:
@@ -341,7 +343,11 @@ class Pending:
         if self._result is not None:
             return self._result
         reply = self._reply
-        if reply is None or not reply.done() or reply.cancelled() or reply.exception() is not None:
+        if reply is None:
+            return None
+        if not reply.done():  # most often it has arrived, and is only not read yet
+            self._client.read_arrived()
+        if not reply.done() or reply.cancelled() or reply.exception() is not None:
             return None  # `admitted` waits, reconnects or loads the script again
         return self._decided(reply.result())
 

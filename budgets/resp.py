@@ -10,10 +10,15 @@ uses too. Speaks RESP2, enough for EVALSHA and SCRIPT LOAD."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+
+logger = logging.getLogger(__name__)
 
 
 class RedisReplyError(Exception):
@@ -54,27 +59,42 @@ class _Protocol(asyncio.Protocol):
         # hiredis parses in C; an error reply comes back as a RedisReplyError, not raised.
         self.reader = hiredis.Reader(replyError=RedisReplyError)
         self.transport = None
+        self.fd = -1
 
     def connection_made(self, transport):
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data):
         reader = self.reader
         reader.feed(data)
-        waiting = self.client.waiting
+        client = self.client
+        waiting, hooks = client.waiting, client.on_reply
         try:
             while (reply := reader.gets()) is not False:
                 future = waiting.popleft()
-                if not future.done():
-                    if isinstance(reply, RedisReplyError):
+                if isinstance(reply, RedisReplyError):
+                    hooks.pop(future, None)
+                    if not future.done():
                         future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
+                    continue
+                if not future.done():
+                    future.set_result(reply)
+                if hooks and (hook := hooks.pop(future, None)) is not None:
+                    _call_hook(hook, reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # unreadable, or a reply nobody asked for
-            self.client.lost(ConnectionLost(f"unreadable reply from Redis: {exc}"))
+            client.lost(ConnectionLost(f"unreadable reply from Redis: {exc}"))
 
     def connection_lost(self, exc):
         self.client.lost(ConnectionLost(f"Redis closed the connection: {exc}"))
+
+
+def _call_hook(hook, reply) -> None:
+    try:
+        hook(reply)
+    except Exception:  # the caller's bug must not cost the connection the replies behind this one
+        logger.exception("redis: a reply hook failed")
 
 
 class PipelinedRedis:
@@ -87,6 +107,8 @@ class PipelinedRedis:
         self.username = unquote(parts.username) if parts.username else None
         self.timeout = timeout
         self.waiting: deque[asyncio.Future] = deque()
+        # Called with a command's reply as it is read, even if its future was cancelled (`send_now`).
+        self.on_reply: dict[asyncio.Future, Callable] = {}
         self._outgoing: list[bytes] = []
         self.protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
@@ -160,9 +182,35 @@ class PipelinedRedis:
             await self._ensure()
         return await self._send(args)
 
-    def send_now(self, command: bytes) -> asyncio.Future | None:
-        """Write an encoded command at once, without awaiting its reply; None while not connected."""
-        return self._send_encoded(command) if self.protocol is not None else None
+    def send_now(self, command: bytes, *, on_reply: Callable | None = None) -> asyncio.Future | None:
+        """Write an encoded command at once, without awaiting its reply; None while not connected.
+
+        `on_reply(reply)` is called as a reply that is not an error is read, in the same step: unlike a
+        done-callback, it makes no event-loop callback of its own and runs even if the future was cancelled.
+        """
+        if self.protocol is None:
+            return None
+        future = self._send_encoded(command)
+        if on_reply is not None:
+            self.on_reply[future] = on_reply
+        return future
+
+    def read_arrived(self) -> None:
+        """Read the replies that have already arrived, now rather than on the event loop's next turn.
+
+        A request that finds its reply here goes on without suspending: no wake-up of its task
+        through every coroutine it is awaited from, no event-loop turn for the socket. The socket
+        is the event loop's, non-blocking: what is read here the loop simply does not see.
+        """
+        protocol = self.protocol
+        if protocol is None or protocol.fd < 0 or not self.waiting:
+            return
+        try:
+            data = os.read(protocol.fd, 65536)
+        except OSError:  # nothing there yet; a real error the event loop reports as well
+            return
+        if data:
+            protocol.data_received(data)
 
     async def execute_encoded(self, command: bytes):
         """A command already in RESP (see `encode` and `bulk`): the hot path builds most of it once."""
@@ -173,6 +221,7 @@ class PipelinedRedis:
     def lost(self, exc: Exception) -> None:
         protocol, self.protocol = self.protocol, None
         self._outgoing = []
+        self.on_reply = {}
         waiting, self.waiting = self.waiting, deque()
         for future in waiting:
             if not future.done():

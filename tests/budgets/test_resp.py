@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
+import uvloop
 from django.conf import settings
 
 from budgets.resp import ConnectionLost, PipelinedRedis, RedisReplyError, _Protocol
+from budgets.resp import encode as resp_encode
 
 
 def test_replies_split_anywhere_resolve_their_commands_in_order():
@@ -57,3 +60,53 @@ def test_a_server_that_goes_away_fails_the_waiting_commands_and_the_next_one_rec
             await client.execute("PING")  # refused now
 
     asyncio.run(run())
+
+
+def test_a_reply_hook_runs_as_the_reply_is_read_even_for_a_cancelled_command(caplog):
+    async def run():
+        client = PipelinedRedis(settings.GATEWAY_LIMITS_REDIS_URL, timeout=2)
+        await client.execute("PING")  # connected
+        seen = []
+
+        def failing_hook(reply):
+            raise RuntimeError("a bug in the caller")
+
+        cancelled = client.send_now(resp_encode(["ECHO", "one"]), on_reply=seen.append)
+        cancelled.cancel()
+        broken = client.send_now(resp_encode(["ECHO", "two"]), on_reply=failing_hook)
+        refused = client.send_now(resp_encode(["NOT-A-COMMAND"]), on_reply=seen.append)
+        after = client.send_now(resp_encode(["ECHO", "three"]), on_reply=seen.append)
+        assert await after == b"three"
+        assert await broken == b"two"
+        with pytest.raises(RedisReplyError):
+            await refused
+        left = dict(client.on_reply)  # every hook was taken with its reply
+        client.close()
+        return seen, left
+
+    seen, left = asyncio.run(run())
+    assert seen == [b"one", b"three"]  # not the error reply's
+    assert left == {}
+    assert "a reply hook failed" in caplog.text
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_a_reply_that_has_arrived_is_read_without_an_event_loop_turn(loop_factory):
+    async def run():
+        client = PipelinedRedis(settings.GATEWAY_LIMITS_REDIS_URL, timeout=2)
+        await client.execute("PING")  # connected
+        seen = []
+        future = client.send_now(resp_encode(["ECHO", "here"]), on_reply=seen.append)
+        client.read_arrived()  # too soon, most likely: nothing read, nothing lost
+        time.sleep(0.05)  # the event loop does not turn meanwhile: only read_arrived can read the reply
+        client.read_arrived()
+        assert future.done() and future.result() == b"here" and seen == [b"here"]
+        client.read_arrived()  # nothing in flight: nothing read
+        # The loop saw none of it: later commands get their own replies, in order.
+        assert await asyncio.gather(*(client.execute("ECHO", f"n{i}") for i in range(20))) == [
+            f"n{i}".encode() for i in range(20)
+        ]
+        client.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run())

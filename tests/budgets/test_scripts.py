@@ -54,6 +54,31 @@ def test_a_window_kept_as_buckets_alone_is_totalled_once(limits_redis):
     assert admit(limits_redis, key, at=T0, limit=7, amount=1)[0] == 1
 
 
+def test_counters_expire_when_nothing_in_them_can_matter(limits_redis):
+    window_key, budget_key = f"{key_prefix()}:rpm:4:w", f"{key_prefix()}:budget:4:2026-12"
+    expire_at = T0 + 40 * 86400
+
+    def admit_both(at: int) -> list:
+        arguments = [at * 1000, at, "r", 100, 1, "", "b", 10**12, 500, f"h{expire_at}"]
+        return ADMIT.run_sync(limits_redis, [window_key, budget_key], arguments)
+
+    assert admit_both(T0)[0] == 0
+    assert 60_000 < limits_redis.pttl(window_key) <= 61_000
+    assert limits_redis.expiretime(budget_key) == expire_at
+    limits_redis.pexpire(window_key, 30_000)
+    limits_redis.persist(budget_key)
+    # Again within the same second: the window's expiry was set by that second's first admission,
+    # and the budget's when its counter was made.
+    assert admit_both(T0)[0] == 0
+    assert limits_redis.pttl(window_key) <= 30_000
+    assert limits_redis.ttl(budget_key) == -1
+    # The next second's first admission moves the window's expiry on.
+    assert admit_both(T0 + 1)[:4] == [0, 0, 3, 60_000]
+    assert 60_000 < limits_redis.pttl(window_key) <= 61_000
+    assert window(limits_redis, window_key) == (3, 3)
+    assert limits_redis.hget(budget_key, "reserved") == b"1500"
+
+
 def test_a_record_that_cannot_be_priced_does_not_hold_the_settler(limits_redis, caplog):
     from budgets import plans, settlement
     from budgets.enforcement import Admission, Check
