@@ -132,7 +132,13 @@ class ProxyASGIHandler(ASGIHandler):
         for task in (listener, responder):
             if not task.done():
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
-                await task
-        if responder.done() and not responder.cancelled() and responder.exception() is None:
+        # Waited for, not awaited: an exception raised into this frame (the listener's RequestAborted, or
+        # its cancellation) would hold the frame, and with it the whole request, in a reference cycle
+        # that only the garbage collector frees, for every request.
+        await asyncio.wait((listener, responder))
+        for task in (listener, responder):
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, RequestAborted):
+                raise error
+        if not responder.cancelled():
             responder.result().close()

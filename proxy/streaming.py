@@ -396,11 +396,28 @@ async def relay(
         else:
             if not ended:
                 transform.finish(record)  # keeps the usage seen so far
-            await upstream.aclose()
+            await close_upstream(upstream)
             if on_finish is not None:
                 on_finish(record)
             record.finish(200)
             pipeline.submit(record)
+
+
+# What a closed provider response's stream is replaced with (see close_upstream).
+_SPENT = httpx.ByteStream(b"")
+
+
+async def close_upstream(upstream: httpx.Response) -> None:
+    """Close a provider's response and let it go with the request.
+
+    httpx's response and the stream it reads from refer to each other: left so, the whole upstream
+    exchange (its request, headers, the transport's response) outlives the request until a
+    garbage collection finds the cycle, for every request.
+    """
+    try:
+        await upstream.aclose()
+    finally:
+        upstream.stream = _SPENT
 
 
 async def _read_usage_after_hangup(
@@ -425,7 +442,7 @@ async def _read_usage_after_hangup(
     finally:
         record.upstream_bytes = body.received
         transform.finish(record)
-        await body.upstream.aclose()
+        await close_upstream(body.upstream)
         body.stop()
         if on_finish is not None:
             on_finish(record)

@@ -101,6 +101,9 @@ class ProxyView(APIView):
             response = await self.handler_for(request)(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure is rendered and recorded by the one handler
             response = self.handle_exception(exc)
+            # The response keeps its error; the error's traceback would keep this frame, and with it the
+            # whole request, in a reference cycle that only the garbage collector frees.
+            exc.__traceback__ = None
         if self.pending_admission is not None:
             # Ended before reaching a provider: still read the admission, so that what Redis counted is settled.
             with contextlib.suppress(GatewayError):

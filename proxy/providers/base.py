@@ -306,7 +306,7 @@ class ProviderAdapter:
             return self.error_response(upstream, await self.read(upstream))
         encoding = upstream.headers.get("content-encoding")
         if "text/event-stream" not in upstream.headers.get("content-type", "") or not streaming.decodable(encoding):
-            await upstream.aclose()
+            await streaming.close_upstream(upstream)
             raise self.malformed(upstream)
         response = StreamingHttpResponse(
             streaming.relay(
@@ -371,7 +371,7 @@ class ProviderAdapter:
         except httpx.HTTPError as exc:
             raise self.transport_failure(exc) from None
         finally:
-            await upstream.aclose()
+            await streaming.close_upstream(upstream)
             tracing.attempt_ended(self.exchange.record)
         self.exchange.record.upstream_read((time.perf_counter() - self.started) * 1000.0)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
