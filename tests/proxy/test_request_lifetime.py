@@ -67,3 +67,8 @@ def test_a_request_leaves_nothing_to_the_garbage_collector(caller, published, ki
         gc.enable()
     assert statuses == [status] * 5
     assert left & WATCHED == set()
+
+
+def test_the_serving_process_collects_young_objects_less_often(live_gateway):
+    # Set when the application starts (its lifespan), for the process that serves it.
+    assert gc.get_threshold() == (10_000, 10, 10)
