@@ -140,5 +140,5 @@ class ProxyASGIHandler(ASGIHandler):
             error = None if task.cancelled() else task.exception()
             if error is not None and not isinstance(error, RequestAborted):
                 raise error
-        if not responder.cancelled():
+        if not responder.cancelled() and responder.exception() is None:
             responder.result().close()
