@@ -209,11 +209,9 @@ class Template:
         )
 
     def command(self, now_ms: int, amounts: tuple[int, ...]) -> bytes:
-        ms, seconds = b"%d" % now_ms, b"%d" % (now_ms // 1000)
-        parts = [self._head, b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ms), ms, len(seconds), seconds)]
+        parts = [self._head, resp.bulk(now_ms), resp.bulk(now_ms // 1000)]
         for (before, after), amount in zip(self._pieces, amounts, strict=True):
-            digits = b"%d" % amount
-            parts += (before, b"$%d\r\n%b\r\n" % (len(digits), digits), after)
+            parts += (before, resp.bulk(amount), after)
         return b"".join(parts)
 
     def windows(self, result: list) -> dict[str, tuple[int, int, int]]:

@@ -35,7 +35,8 @@ class ConnectionLost(ConnectionError):
 
 def bulk(value) -> bytes:
     """One bulk string of a command (numbers written in decimal)."""
-    data = value if type(value) is bytes else str(value).encode()
+    kind = type(value)
+    data = value if kind is bytes else b"%d" % value if kind is int else str(value).encode()
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 

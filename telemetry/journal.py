@@ -69,13 +69,14 @@ _REQUEST_BODY, _REQUEST_SIZE, _RESPONSE_BODY = (
 def encode_record(record: RequestRecord) -> bytes:
     values = _values_of(record)
     parsed_request = record.request_json is not None and record.request_body
-    if parsed_request or (record.response_json is not None and record.response_body):
+    parsed_response = record.response_json is not None and record.response_body
+    if parsed_request or parsed_response:
         values = list(values)
         if parsed_request:
             values[_REQUEST_BODY] = ""
             if record.request_size is None:
                 values[_REQUEST_SIZE] = len(record.request_body)
-        if record.response_json is not None and record.response_body:
+        if parsed_response:
             values[_RESPONSE_BODY] = ""  # empty, not None: None would say no body was sent
     return orjson.dumps(values, default=_bytes_as_text) + b"\n"
 
