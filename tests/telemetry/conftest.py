@@ -45,13 +45,19 @@ requires_redis = pytest.mark.skipif(
 
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "the condition"):
     """Poll until `predicate()` is truthy and return it; fail after `timeout` seconds."""
+    value = wait_until(predicate, timeout=timeout, interval=interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return value
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05):
+    """Poll until `predicate()` is truthy and return it, or its last falsy value after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if value or time.monotonic() > deadline:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
 
 
@@ -351,7 +357,24 @@ def pipeline(transactional_db, worker, settings):
         cursor.execute(f"TRUNCATE {HOOK_TABLE}")
     selectors.exporter_configs_forget()
     yield worker
+    # A task the test left behind (a retry waiting for its countdown, say) would otherwise run
+    # during the next test, against that test's exporter settings and stores.
+    if not wait_until(lambda: broker_idle(settings.CELERY_BROKER_URL), timeout=2.0):
+        worker.kill()
+        _flush_broker_db(settings.CELERY_BROKER_URL)
     selectors.exporter_configs_forget()
+
+
+def broker_idle(url: str) -> bool:
+    """Whether every export queue is empty and the worker holds no message it has not acknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        queued = sum(client.llen(queue) for queue in client.scan_iter(match="export.*", _type="list"))
+        return not queued and not client.hlen("unacked")
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from telemetry.models import DeadLetter, ExporterSetting, RequestLog
 from telemetry.tasks import enqueue_batch
 from tests.telemetry.conftest import (
     Worker,
+    broker_idle,
     configure_exporters,
     documents,
     es_has_exactly,
@@ -97,8 +98,8 @@ def test_a_batch_enqueued_twice_is_stored_once(pipeline, osmem_clone):
 
     ids = ids_of(batch)
     wait_for(lambda: pg_has_exactly(ids) and es_has_exactly(osmem_clone.url, ids), what="one copy of each record")
-    # Both tasks of each exporter have run (the queues are empty) and still one copy each.
-    wait_for(lambda: not _queued(), what="the queues to drain")
+    # Both tasks of each exporter have run (none queued, none held by the worker) and still one copy each.
+    wait_for(lambda: broker_idle(settings.CELERY_BROKER_URL), what="the worker to finish both tasks")
     assert pg_has_exactly(ids) and es_has_exactly(osmem_clone.url, ids)
 
 
@@ -120,16 +121,6 @@ def test_each_exporter_gets_its_own_queue_and_its_backlog_is_measured(pipeline):
         import redis
 
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("export.archive")
-
-
-def _queued() -> int:
-    import redis
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        return client.llen("export.postgres") + client.llen("export.elasticsearch")
-    finally:
-        client.close()
 
 
 def test_poison_record_lands_in_dead_letters_and_the_rest_of_its_batch_is_stored(pipeline, osmem_clone):
