@@ -7,6 +7,7 @@ provider exchange), which cost the gateway about a tenth of its CPU.
 
 import gc
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -51,6 +52,27 @@ BODIES = {
 
 @pytest.mark.parametrize(("kind", "status"), [("answer", 200), ("stream", 200), ("refusal", 400)])
 def test_a_request_leaves_nothing_to_the_garbage_collector(caller, published, kind, status):
+    assert_leaves_nothing(caller, published, kind, status)
+
+
+@pytest.mark.parametrize("kind", ["answer", "stream"])
+def test_a_request_within_a_budget_and_limits_leaves_nothing_to_the_garbage_collector(caller, published, kind):
+    # Admission, its reply hook, the held reservation and its settlement are freed with the request too.
+    from budgets import plans
+    from budgets import services as budgets
+    from budgets.models import Scope
+    from proxy.models import GatewayKey
+
+    key = GatewayKey.objects.get(org=caller.org)
+    budgets.budget_set(scope=Scope.KEY, org=caller.org, key=key, usd=1000, period="month")
+    budgets.rate_limit_set(scope=Scope.KEY, org=caller.org, key=key, rpm=100_000, tpm=10_000_000)
+    plans.forget_plans()
+    assert_leaves_nothing(caller, published, kind, 200, limited=True)
+
+
+def assert_leaves_nothing(caller, published, kind: str, status: int, *, limited: bool = False) -> None:
+    from budgets.settlement import settler
+
     call(caller, BODIES["answer"])  # first-request set-up (caches, connections) is not what is measured
     published.wait_for_count(1)
     gc.collect()
@@ -58,6 +80,7 @@ def test_a_request_leaves_nothing_to_the_garbage_collector(caller, published, ki
     try:
         statuses = [call(caller, BODIES[kind]) for _ in range(5)]
         published.wait_for_count(6)
+        wait_settled(settler)
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         left = {f"{type(item).__module__}.{type(item).__qualname__}" for item in gc.garbage}
@@ -67,6 +90,25 @@ def test_a_request_leaves_nothing_to_the_garbage_collector(caller, published, ki
         gc.enable()
     assert statuses == [status] * 5
     assert left & WATCHED == set()
+    if limited:
+        assert caller_headers(caller)["x-ratelimit-limit-requests"] == "100000"  # the limits were applied
+
+
+def wait_settled(settler, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while settler.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def caller_headers(caller) -> dict[str, str]:
+    request = urllib.request.Request(
+        caller.gateway_url + "/v1/chat/completions",
+        data=BODIES["answer"],
+        headers={"authorization": f"Bearer {caller.key}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+        return {name.lower(): value for name, value in response.headers.items()}
 
 
 def test_the_serving_process_collects_young_objects_less_often(live_gateway):
