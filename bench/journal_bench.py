@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from proxy_bench import Stack, wrk
+from proxy_bench import Stack, paired_changes, paired_line, wrk
 
 
 def main() -> None:
@@ -60,6 +60,7 @@ def main() -> None:
     throughput = statistics.median(on["rps"]) / statistics.median(off["rps"]) - 1
     cpu = statistics.median(on["cpu"]) / statistics.median(off["cpu"]) - 1
     print(f"journal on vs off: throughput {throughput * 100:+.1f}%, CPU per request {cpu * 100:+.1f}%")
+    print(paired_line("journal on vs off, paired by round: throughput", paired_changes(off["rps"], on["rps"])))
 
 
 if __name__ == "__main__":

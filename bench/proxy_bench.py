@@ -427,6 +427,18 @@ def tracing_comparison(*, rounds: int, duration: int) -> None:
     print("CPU us/req: the gateway process's CPU time (all its threads, span export included) per request.")
 
 
+def paired_changes(base: list[float], other: list[float]) -> list[float]:
+    """Each round's change from `base` to `other` in per cent. The two runs of a round follow each
+    other, so a machine whose speed drifts between rounds moves both; their median is steadier
+    than the change between two medians."""
+    return [(b / a - 1) * 100 for a, b in zip(base, other, strict=True)]
+
+
+def paired_line(label: str, changes: list[float]) -> str:
+    rounds = " ".join(f"{change:+.1f}" for change in changes)
+    return f"{label:46} {statistics.median(changes):+10.1f}%  [{rounds}]"
+
+
 BUDGET_AND_LIMITS = (
     "--budget-usd",
     "1000000",
@@ -485,6 +497,11 @@ def budget_comparison(args) -> None:
             f"{name + ' rounds: p50 ms / req/s':46} "
             + "  ".join(f"{p:.3f}/{r:.0f}" for p, r in zip(runs[name]["p50"], runs[name]["rps"], strict=True))
         )
+    print(
+        paired_line(
+            "Throughput change, paired by round (median)", paired_changes(runs["plain"]["rps"], runs["limited"]["rps"])
+        )
+    )
     print(
         f"{'Errors (non-2xx, socket)':46} {sum(runs['plain']['non2xx']):10.0f} {sum(runs['limited']['non2xx']):10.0f}"
     )
