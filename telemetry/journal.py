@@ -5,11 +5,14 @@ every finished record, one orjson line, to the segment it is writing in its own 
 `<GATEWAY_JOURNAL_DIR>/<pid>-<token>/<seq>.seg`. The segment is a shared memory mapping of the
 file, so the append is a memory copy with no syscall and no fsync, and the copied bytes are the
 kernel's at once: a killed process loses nothing it had answered for. The hand-off thread seals
-the segments every flush interval and deletes each once the broker has acknowledged the publish
-of its records. A segment the broker has not taken by the end of that flush is fsynced then
-(`Journal.sync`): every record is on disk or in the broker within about a flush interval. The
-segments the broker takes at once, nearly all of them, are deleted before the kernel writes them
-back, so in the common case the journal costs no disk write at all.
+the segments every flush interval and, once the broker has acknowledged the publish of a
+segment's records, empties it for reuse. A segment the broker has not taken by the end of that
+flush is cut to its records and fsynced then (`Journal.sync`): every record is on disk or in the
+broker within about a flush interval. The segments the broker takes at once, nearly all of
+them, are emptied in memory and written again: a process reuses a few files, kept mapped, rather
+than creating, allocating, cutting and deleting one every flush interval, filesystem work that
+cost the event loop far more than the copies themselves. The kernel writes those few files back
+at its leisure (every `vm.dirty_expire_centisecs`), a few MiB per process per half minute.
 
 A process holds an exclusive flock on its directory's lock file for as long as it lives. A
 directory whose lock can be taken belongs to a process that is gone: whoever takes the lock ships
@@ -124,6 +127,8 @@ class Segment:
     encoded: list[bytes] | None = None  # each document's JSON, as published
     owner: Path | None = field(default=None, repr=False)
     synced: bool = False  # fsynced since it was sealed or found
+    # This process's own segment, still mapped until the broker takes it (then reused) or it is synced.
+    written: _Open | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
@@ -135,8 +140,9 @@ class _Open:
     """A segment being written: a file mapped into memory, so that appending a record is a memory copy.
 
     The mapping is shared with the page cache: what is copied in belongs to the kernel at once and
-    survives the process being killed. The file is allocated at its full capacity and cut to
-    what was written when sealed; a segment a killed process left ends in zero bytes, skipped on reading.
+    survives the process being killed. The file is allocated at its full capacity, and cut to what
+    was written only if it must wait for the broker; a segment a killed process left ends in zero
+    bytes, skipped on reading. One the broker took is emptied and written again (`empty`).
 
     `prefill` bytes of zeros are written ahead (the hand-off thread does, for the next segment):
     the first copy into each page of a merely allocated file faults into the filesystem, some
@@ -171,12 +177,24 @@ class _Open:
         self.position = end
 
     def close(self) -> None:
-        """Cut the file to what was written (the hand-off thread, once per flush); `Journal.sync` fsyncs it."""
+        """Cut the file to what was written (a segment the broker has not taken); `Journal.sync` fsyncs it."""
         try:
             self.map.close()
             os.ftruncate(self.fd, self.position)
         finally:
             os.close(self.fd)
+
+    def empty(self) -> None:
+        """Make the segment hold nothing again, for reuse: its records are in the broker.
+
+        Its first byte goes first: a segment that starts with a zero byte holds nothing
+        (`Journal.read`), so a process killed while this runs leaves nothing to replay.
+        """
+        self.map[:1] = b"\0"
+        self.map[1 : self.position] = bytes(self.position - 1)
+        self.map[: len(_HEADER)] = _HEADER
+        self.position = len(_HEADER)
+        self.records = []
 
     def discard(self) -> None:
         """Remove a segment nothing was written to."""
@@ -194,6 +212,9 @@ class Journal:
     """
 
     SEGMENT_CAPACITY = 1024 * 1024  # a segment lasts a flush interval; a larger record gets a larger one
+    # Emptied segments kept for reuse: one is written while one is shipped and one waits, and a burst
+    # that fills several in one interval finds them too.
+    REUSED_SEGMENTS = 4
 
     def __init__(self, root: Path | None, *, max_bytes: int):
         self.root = root
@@ -203,6 +224,7 @@ class Journal:
         self._open: _Open | None = None
         self._spare: _Open | None = None  # the next segment, made ready by the hand-off thread
         self._full: list[_Open] = []  # filled up before the hand-off thread could seal them
+        self._emptied: list[_Open] = []  # taken by the broker and emptied, for `_prepare_spare` to reuse
         self._memory_only: list[RequestRecord] = []
         self._seq = 0
         self._pending = 0
@@ -299,15 +321,17 @@ class Journal:
             written = [*self._full, *([self._open] if self._open is not None else [])]
             memory_only, self._memory_only = self._memory_only, []
             self._full, self._open, self._pending = [], None, 0
-        sealed = []
-        for segment in written:
-            try:
-                segment.close()
-            except OSError:
-                logger.exception("telemetry: cannot close journal segment %s", segment.path)
-            sealed.append(
-                Segment(path=segment.path, size=segment.position, records=segment.records, owner=self._directory)
+        # Left mapped: the broker most often takes them within this flush, and they are then reused.
+        sealed = [
+            Segment(
+                path=segment.path,
+                size=segment.position,
+                records=segment.records,
+                owner=self._directory,
+                written=segment,
             )
+            for segment in written
+        ]
         if memory_only:
             sealed.append(Segment(path=None, size=0, records=memory_only))
         if written:
@@ -321,10 +345,13 @@ class Journal:
         with self._lock:
             if self._spare is not None or self._directory is None or self._bytes + len(_HEADER) > self.max_bytes:
                 return
+            # Counted before a new file exists, so that appends meanwhile see the bound with it.
+            self._bytes += len(_HEADER)
+            if self._emptied:  # already allocated, in the page cache and mapped: nothing to prepare
+                self._spare = self._emptied.pop()
+                return
             self._seq += 1
             path = self._directory / f"{self._seq:012d}{SUFFIX}"
-            # Counted before the file exists, so that appends meanwhile see the bound with it.
-            self._bytes += len(_HEADER)
         try:
             spare = _Open(path, self.SEGMENT_CAPACITY, prefill=max(prefill, _PREFILL_MIN))
         except OSError:
@@ -337,16 +364,17 @@ class Journal:
             self._spare = spare
 
     def close(self) -> None:
-        """At a graceful stop, after the last seal: remove the prepared segment nothing was written to."""
+        """At a graceful stop, after the last seal: remove the prepared and emptied segments, which hold nothing."""
         with self._lock:
             spare, self._spare = self._spare, None
             if spare is not None:
                 self._bytes -= spare.position
-        if spare is not None:
+            unused, self._emptied = [*([spare] if spare is not None else []), *self._emptied], []
+        for segment in unused:
             try:
-                spare.discard()
+                segment.discard()
             except OSError:
-                logger.warning("telemetry: cannot remove journal segment %s", spare.path, exc_info=True)
+                logger.warning("telemetry: cannot remove journal segment %s", segment.path, exc_info=True)
 
     def report_dropped(self) -> None:
         with self._lock:
@@ -403,6 +431,8 @@ class Journal:
         except FileNotFoundError:
             logger.warning("telemetry: journal segment %s is gone", segment.path)
             return []
+        if data[:1] == b"\0":
+            return []  # emptied for reuse (see _Open.empty)
         records, unreadable = decode_segment(data.rstrip(b"\0"))
         if unreadable:
             metrics.TELEMETRY_JOURNAL_DROPPED.labels("unreadable").inc(unreadable)
@@ -413,6 +443,12 @@ class Journal:
         """Put a sealed segment the broker has not taken on disk, for a machine that stops before it does."""
         if segment.path is None or segment.synced:
             return
+        written, segment.written = segment.written, None
+        if written is not None:  # it may wait long: cut to its records, and no longer held open
+            try:
+                written.close()
+            except OSError:
+                logger.exception("telemetry: cannot close journal segment %s", segment.path)
         try:
             fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -430,6 +466,11 @@ class Journal:
         """The broker has the segment's records: remove it (and its directory, if it was a dead process's)."""
         if segment.path is None:
             return
+        written, segment.written = segment.written, None
+        if written is not None and self._reuse(written):
+            with self._lock:
+                self._bytes -= segment.size
+            return
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
         with self._lock:
@@ -439,6 +480,26 @@ class Journal:
             self._taken_over[segment.owner] = (fd, left - 1)
             if left - 1 <= 0:
                 self._release(segment.owner)
+
+    def _reuse(self, written: _Open) -> bool:
+        """Empty a segment the broker has taken and keep it for reuse; False (closed) when enough are kept."""
+        with self._lock:
+            keep = len(self._emptied) < self.REUSED_SEGMENTS
+        if keep:
+            try:
+                written.empty()
+            except (OSError, ValueError):
+                logger.warning("telemetry: cannot empty journal segment %s", written.path, exc_info=True)
+                keep = False
+        if keep:
+            with self._lock:
+                self._emptied.append(written)
+            return True
+        try:
+            written.close()
+        except OSError:
+            logger.warning("telemetry: cannot close journal segment %s", written.path, exc_info=True)
+        return False
 
     def _release(self, directory: Path) -> None:
         fd, _ = self._taken_over.pop(directory)
