@@ -466,9 +466,17 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
+# OpenAI's own bound on choices: a fuzzed body's n of 2**62 must be refused here, not built in memory.
+MAX_CHOICES = 128
+
+
 def _choice_count(body: dict[str, Any]) -> int:
     n = body.get("n")
-    return n if isinstance(n, int) and n > 0 else 1
+    if not isinstance(n, int) or n <= 0:
+        return 1
+    if n > MAX_CHOICES:
+        raise _Invalid(f"'n' must be at most {MAX_CHOICES}, got {n}.")
+    return n
 
 
 def _answer_pieces(call: _Call, json_mode: bool) -> tuple[str, ...]:

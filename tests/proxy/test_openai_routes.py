@@ -111,6 +111,14 @@ def test_unknown_fields_tools_n_and_json_mode_pass_through_untouched(client, pro
     assert last_upstream(provider_server, "/v1/chat/completions").json["response_format"] == {"type": "json_object"}
 
 
+def test_a_provider_refusing_too_many_choices_answers_with_its_own_400(client, provider_server):
+    # As OpenAI does: the fuzz tests send any n, and n = 2**62 once made the local provider build it.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], n=2**62)
+    assert "'n' must be at most 128" in refused.value.message
+    assert last_upstream(provider_server, "/v1/chat/completions").json["n"] == 2**62
+
+
 def test_body_bytes_reach_the_provider_unchanged(caller, provider_server):
     body = b'{"model": "gpt-4o-mini",  "messages": [{"role": "user", "content": "x"}], "temperature": 0.70}'
     response = httpx.post(
