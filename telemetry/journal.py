@@ -484,7 +484,8 @@ class Journal:
     def _reuse(self, written: _Open) -> bool:
         """Empty a segment the broker has taken and keep it for reuse; False (closed) when enough are kept."""
         with self._lock:
-            keep = len(self._emptied) < self.REUSED_SEGMENTS
+            # One made larger for a large record is not kept: the few kept files stay a few MiB.
+            keep = len(self._emptied) < self.REUSED_SEGMENTS and len(written.map) == self.SEGMENT_CAPACITY
         if keep:
             try:
                 written.empty()

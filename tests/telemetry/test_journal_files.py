@@ -143,6 +143,20 @@ def test_a_segment_the_broker_takes_is_reused_and_gives_back_only_its_new_record
     assert last is not None
 
 
+def test_a_segment_made_larger_for_a_large_record_is_deleted_not_kept(tmp_path):
+    journal = Journal(tmp_path, max_bytes=1 << 30)
+    record = plain_record()
+    record.request_json["messages"][0]["content"] = "x" * (2 * Journal.SEGMENT_CAPACITY)
+    journal.append(record)
+    [segment] = journal.seal()
+    assert segment.size > Journal.SEGMENT_CAPACITY
+
+    journal.delete(segment)
+
+    assert not segment.path.exists()
+    assert journal._emptied == []
+
+
 def test_a_segment_being_emptied_when_its_process_is_killed_holds_nothing(tmp_path):
     # `_Open.empty` zeroes the first byte first: whatever else a kill left of its old lines is not read.
     stale = _HEADER + encode_record(plain_record())
