@@ -467,12 +467,9 @@ class Journal:
         if segment.path is None:
             return
         written, segment.written = segment.written, None
-        if written is not None and self._reuse(written):
-            with self._lock:
-                self._bytes -= segment.size
-            return
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
+        if written is None or not self._reuse(written):
+            with contextlib.suppress(FileNotFoundError):
+                segment.path.unlink()
         with self._lock:
             self._bytes -= segment.size
         if segment.owner in self._taken_over:
@@ -486,16 +483,14 @@ class Journal:
         with self._lock:
             # One made larger for a large record is not kept: the few kept files stay a few MiB.
             keep = len(self._emptied) < self.REUSED_SEGMENTS and len(written.map) == self.SEGMENT_CAPACITY
-        if keep:
-            try:
+        try:
+            if keep:
                 written.empty()
-            except (OSError, ValueError):
-                logger.warning("telemetry: cannot empty journal segment %s", written.path, exc_info=True)
-                keep = False
-        if keep:
-            with self._lock:
-                self._emptied.append(written)
-            return True
+                with self._lock:
+                    self._emptied.append(written)
+                return True
+        except (OSError, ValueError):
+            logger.warning("telemetry: cannot empty journal segment %s", written.path, exc_info=True)
         try:
             written.close()
         except OSError:

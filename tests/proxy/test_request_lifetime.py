@@ -28,14 +28,17 @@ WATCHED = {
 }
 
 
-def call(caller, body: bytes) -> int:
-    request = urllib.request.Request(
+def chat_request(caller, body: bytes) -> urllib.request.Request:
+    return urllib.request.Request(
         caller.gateway_url + "/v1/chat/completions",
         data=body,
         headers={"authorization": f"Bearer {caller.key}", "content-type": "application/json"},
     )
+
+
+def call(caller, body: bytes) -> int:
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(chat_request(caller, body), timeout=30) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as error:
@@ -101,12 +104,7 @@ def wait_settled(settler, timeout: float = 5.0) -> None:
 
 
 def caller_headers(caller) -> dict[str, str]:
-    request = urllib.request.Request(
-        caller.gateway_url + "/v1/chat/completions",
-        data=BODIES["answer"],
-        headers={"authorization": f"Bearer {caller.key}", "content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(chat_request(caller, BODIES["answer"]), timeout=30) as response:
         response.read()
         return {name.lower(): value for name, value in response.headers.items()}
 
