@@ -2,7 +2,7 @@
 
 
 def begin_admission(*, record, attribution, payload: dict, error_format):
-    """Start admitting the request against its limits and budgets (one Redis round trip); None if none apply.
+    """Start admitting the request against its limits and budgets (at most one Redis round trip); None if none apply.
 
     Returns an awaitable of the pending admission. The round trip runs while the proxy prepares the
     provider call: `await pending.admitted()` just before the first byte leaves returns the

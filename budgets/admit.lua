@@ -1,7 +1,7 @@
 -- Admit one request against every limit and budget that applies, atomically: all pass and are
 -- counted, or none is counted.
--- KEYS[i]: the counter of check i. ARGV: now in ms and in seconds, then per check 4 values: kind,
--- limit, amount, extra. Counts go to Redis as the strings they came as (a Lua number could be
+-- KEYS[i]: the counter of check i. ARGV: now in ms and in seconds, then per check 5 values: kind,
+-- limit, amount, extra, lease. Counts go to Redis as the strings they came as (a Lua number could be
 -- written in exponent form).
 --   kind "r": a moving one-minute window kept as one-second buckets in a hash, beside its running
 --             total "t" and "o", the oldest second that may still hold a bucket. Each admission
@@ -11,8 +11,13 @@
 --   kind "b": a budget hash {spent, reserved} in nano-USD for one period; amount is the
 --             reservation, extra is "h<expire at>" (hard) or "s<expire at>" (soft): the Unix time
 --             the counter may go, 0 meaning never.
+--   lease: what the caller asks to count beyond the request, for it to admit the next requests of
+--          this second alone (`budgets.leases`); 0 for none. A lease is counted only if every check
+--          asks for one and each enforced one stays within three quarters of its limit with it, so
+--          the last quarter of every limit is admitted request by request.
 -- Returns {refused check index or 0, retry-after ms (rate windows), then per check: its use and reset
--- ms} (the use after this request when admitted, as it stands when refused).
+-- ms (the use after this request and its lease when admitted, as it stands when refused), then 1 if
+-- the lease was counted, else 0}.
 local now_ms = tonumber(ARGV[1])
 local now_s = tonumber(ARGV[2])
 local oldest_kept = now_s - 59
@@ -74,7 +79,7 @@ end
 -- First every check is read; nothing is written unless all of them pass.
 local refused, retry_ms, current = 0, 0, {}
 for i = 1, n do
-  local base = 2 + (i - 1) * 4
+  local base = 2 + (i - 1) * 5
   local kind, limit, amount = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   if kind == "r" then
     local total, old, bucket, moved = window_total(KEYS[i])
@@ -105,18 +110,33 @@ if refused > 0 then
     result[#result + 1] = current[i]
     result[#result + 1] = reset[i]
   end
+  result[#result + 1] = 0
   return result
+end
+
+-- Admitted. The lease too, if every check asked for one and it fits: within 3/4 of every enforced limit
+-- (a soft budget refuses nothing, so any lease fits it).
+local leased = true
+for i = 1, n do
+  local base = 2 + (i - 1) * 5
+  local lease = tonumber(ARGV[base + 5])
+  local enforced = ARGV[base + 1] == "r" or string.sub(ARGV[base + 4], 1, 1) == "h"
+  if lease <= 0 or (enforced and (current[i] + tonumber(ARGV[base + 3]) + lease) * 4 > tonumber(ARGV[base + 2]) * 3) then
+    leased = false
+    break
+  end
 end
 
 local result = {0, 0}
 for i = 1, n do
-  local base = 2 + (i - 1) * 4
+  local base = 2 + (i - 1) * 5
   local kind = ARGV[base + 1]
+  local amount = tonumber(ARGV[base + 3])
+  if leased then amount = amount + tonumber(ARGV[base + 5]) end
   if kind == "r" then
     -- One write for this second's bucket, the total and (about once a second) "o". Counts are written
     -- with %d: a Lua number handed to Redis as it is could be written in exponent form.
     local total, old, bucket, moved = unpack(evicted[i])
-    local amount = tonumber(ARGV[base + 3])
     if #old > 0 then redis.call("HDEL", KEYS[i], unpack(old)) end
     local total_after = string.format("%d", total + amount)
     if amount == 0 and moved then
@@ -131,11 +151,12 @@ for i = 1, n do
     -- The key goes 61 s after the first admission of its newest second, when every bucket has left the window.
     if bucket == 0 or amount == 0 then redis.call("PEXPIRE", KEYS[i], 61000) end
   else
-    redis.call("HINCRBY", KEYS[i], "reserved", ARGV[base + 3])
+    redis.call("HINCRBY", KEYS[i], "reserved", string.format("%d", amount))
     local expire_at = string.sub(ARGV[base + 4], 2)
     if evicted[i] and expire_at ~= "0" then redis.call("EXPIREAT", KEYS[i], expire_at) end
   end
-  result[#result + 1] = current[i] + tonumber(ARGV[base + 3])
+  result[#result + 1] = current[i] + amount
   result[#result + 1] = reset[i]
 end
+result[#result + 1] = leased and 1 or 0
 return result

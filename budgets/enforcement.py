@@ -6,6 +6,9 @@ output tokens from max_tokens or GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS); token wi
 the estimated input plus max_tokens. When the record is finished (`budgets.settlement`) each
 reservation becomes the real amount, or is released if nothing was used.
 
+Far from its limits, an admission also counts room for the next requests of its kind, which this
+process then admits alone within the same second (`budgets.leases`).
+
 Redis unreachable: GATEWAY_LIMITS_FAIL_MODE "open" admits the request against counters of this
 process (`budgets.local_counts`: each worker enforces alone, so N workers may admit up to N times
 a limit) and keeps its spend here until Redis is back; "closed" answers 503.
@@ -23,7 +26,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from budgets import clock, local_counts, plans, refusals, resp
+from budgets import clock, leases, local_counts, plans, refusals, resp
 from budgets.counters import ADMIT, clients, key_prefix
 from budgets.periods import period_end, period_label, period_start
 from budgets.resp import RedisReplyError
@@ -172,7 +175,7 @@ class Template:
     kept encoded with gaps for those, and so are the names of the rate-limit headers.
     """
 
-    __slots__ = ("_head", "_pieces", "_windows", "budget_uses", "budgets", "checks", "kinds")
+    __slots__ = ("_head", "_lease_asked", "_pieces", "_windows", "budget_uses", "budgets", "checks", "kinds", "lease")
 
     def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
         prefix = key_prefix()
@@ -190,7 +193,7 @@ class Template:
         # Per budget: where the script's result holds its use, and its counter key (`local_counts.last_use`).
         self.budget_uses = tuple((2 + 2 * i, checks[i].key) for i, kind in enumerate(self.kinds) if kind == "budget")
         keys = [check.key for check in checks]
-        self._head = b"*%d\r\n" % (3 + len(keys) + 2 + 4 * len(checks)) + b"".join(
+        self._head = b"*%d\r\n" % (3 + len(keys) + 2 + 5 * len(checks)) + b"".join(
             resp.bulk(part) for part in ("EVALSHA", ADMIT.sha, len(keys), *keys)
         )
         # Per check: what precedes its amount (kind, limit) and what follows it (the budget's mode and expiry).
@@ -207,12 +210,55 @@ class Template:
             for kind in ("rpm", "tpm")
             if kind in self.kinds
         )
+        # The newest lease Redis granted these requests (`budgets.leases`), and when one was last asked for.
+        self.lease: leases.Lease | None = None
+        self._lease_asked = float("-inf")
 
-    def command(self, now_ms: int, amounts: tuple[int, ...]) -> bytes:
+    def command(self, now_ms: int, amounts: tuple[int, ...], lease: tuple[int, ...] | None = None) -> bytes:
         parts = [self._head, resp.bulk(now_ms), resp.bulk(now_ms // 1000)]
-        for (before, after), amount in zip(self._pieces, amounts, strict=True):
-            parts += (before, resp.bulk(amount), after)
+        if lease is None:
+            for (before, after), amount in zip(self._pieces, amounts, strict=True):
+                parts += (before, resp.bulk(amount), after, _NO_LEASE)
+        else:
+            for (before, after), amount, extra in zip(self._pieces, amounts, lease, strict=True):
+                parts += (before, resp.bulk(amount), after, resp.bulk(extra))
         return b"".join(parts)
+
+    def lease_wanted(self, amounts: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The room to ask Redis for beside a request of `amounts`, per check; None if no lease is to be asked.
+
+        One lease is asked for at a time, and only when it would be a small share of every limit it
+        counts on (`leases.LEASE_SHARE`): small limits are admitted one request at a time.
+        """
+        size = settings.GATEWAY_LIMITS_LEASE_REQUESTS
+        if size < 2:
+            return None
+        asked = time.monotonic()
+        if asked - self._lease_asked < settings.GATEWAY_LIMITS_REDIS_TIMEOUT:
+            return None  # its answer is on its way (or lost, and then asked again after the timeout)
+        # Room for at least one token: a request estimated at none may be followed by one that has some.
+        lease = tuple(max(amount, 1) * (size - 1) for amount in amounts)
+        for check, amount, extra in zip(self.checks, amounts, lease, strict=True):
+            if check.rule.hard and check.rule.limit < leases.LEASE_SHARE * (amount + extra):
+                return None
+        self._lease_asked = asked
+        return lease
+
+    def lease_answered(self, result: list, asked: tuple[int, ...], second: int) -> None:
+        """Redis answered the admission that asked for `asked`: keep the lease if it was granted."""
+        self._lease_asked = float("-inf")
+        if result[0] or not result[-1]:
+            return
+        uses = [int(result[2 + 2 * index]) for index in range(len(self.checks))]
+        lease = leases.Lease(checks=self.checks, second=second, left=list(asked), uses=uses)
+        if self.lease is not None:
+            lease.absorb(self.lease)
+        self.lease = lease
+        leases.granted(lease)
+
+    def lease_abandoned(self) -> None:
+        """The admission that asked for a lease got no answer from Redis."""
+        self._lease_asked = float("-inf")
 
     def windows(self, result: list) -> dict[str, tuple[int, int, int]]:
         """The tightest requests and tokens window after admission: kind -> (limit, remaining, reset ms)."""
@@ -228,6 +274,7 @@ class Template:
         return windows
 
 
+_NO_LEASE = resp.bulk(0)
 _TEMPLATES_PER_PLAN = 10_000  # end users each have their own; a plan is reloaded every key-cache period anyway
 
 
@@ -266,6 +313,14 @@ def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[
     return amounts, input_tokens
 
 
+def _without_lease(result: list, lease: tuple[int, ...]) -> list:
+    """admit.lua's answer as if the lease beside the request had not been counted."""
+    alone = [0, 0]
+    for index, extra in enumerate(lease):
+        alone += (int(result[2 + 2 * index]) - extra, result[3 + 2 * index])
+    return alone
+
+
 def _retry_ms(check: Check, now: float, window_retry_ms: int) -> int:
     if check.rule.kind != "budget":
         return window_retry_ms
@@ -286,6 +341,8 @@ class Pending:
         "_client",
         "_command",
         "_counted",
+        "_lease",
+        "_lease_seen",
         "_on_counted",
         "_reply",
         "_result",
@@ -306,16 +363,45 @@ class Pending:
         self._reply: asyncio.Future | None = None
         self._result = None  # the admission, once `admitted` has returned it
         self._counted = False  # handed to on_counted
+        self._lease = None  # the lease asked for beside this request
+        self._lease_seen = False  # Redis's answer to it handed to the template
 
     def send(self) -> None:
         """Write the script call now; its reply is read by `admitted`."""
         self._client = clients.get()
-        self._command = self.template.command(int(self.admission.now * 1000), self.admission.amounts)
+        admission = self.admission
+        self._lease = self.template.lease_wanted(admission.amounts)
+        self._command = self.template.command(int(admission.now * 1000), admission.amounts, self._lease)
         self._reply = self._client.send_now(self._command, on_reply=self._replied)
+        if self._reply is None and self._lease is not None:
+            # Not connected: `admitted` connects and then sends the command. A request cancelled meanwhile
+            # would leave its lease counted with nobody to use it or give it back, so this one asks for none.
+            self._lease_answered(None)
+            self._lease = None
+            self._command = self.template.command(int(admission.now * 1000), admission.amounts)
+
+    def leased(self, lease: leases.Lease) -> None:
+        """Admitted from a lease this process holds, without Redis."""
+        admission = self.admission
+        admission.windows, admission.error_format = self.template.windows(lease.result()), self.error_format
+        self._result = admission
+        self._counted_now()
 
     def _replied(self, result: list) -> None:
+        self._lease_answered(result)
         if not int(result[0]):
             self._counted_now()
+
+    def _lease_answered(self, result: list | None) -> None:
+        """Whatever Redis said of a lease asked for (None: nothing), once; a lease it counted is never lost."""
+        asked = self._lease
+        if asked is None or self._lease_seen:
+            return
+        self._lease_seen = True
+        if result is None:
+            self.template.lease_abandoned()
+        else:
+            self.template.lease_answered(result, asked, int(self.admission.now))
 
     def _counted_now(self) -> None:
         if not self._counted:
@@ -333,6 +419,7 @@ class Pending:
         except (OSError, RedisReplyError) as exc:
             logger.warning("limits: Redis unreachable (%s); fail mode %s", exc, settings.GATEWAY_LIMITS_FAIL_MODE)
             outage.failed()
+            self._lease_answered(None)
             return self._without_redis()
         return self._decided(result)
 
@@ -350,6 +437,7 @@ class Pending:
         return self._decided(reply.result())
 
     def _decided(self, result: list) -> Admission:
+        self._lease_answered(result)  # if written only now (see below)
         template = self.template
         for position, key in template.budget_uses:  # where an outage would start counting from
             local_counts.last_use[key] = result[position]
@@ -358,6 +446,8 @@ class Pending:
         if result[0]:
             raise self._refusal(result)
         self._counted_now()  # if written only now (a new connection, or the script loaded again)
+        if self._lease is not None and result[-1]:  # the headers say what this request left, not its lease
+            result = _without_lease(result, self._lease)
         admission = self.admission
         admission.windows, admission.error_format = template.windows(result), self.error_format
         self._result = admission
@@ -425,6 +515,9 @@ async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat
         error_format=error_format,
         on_counted=on_counted,
     )
-    if settings.GATEWAY_LIMITS_REDIS_URL and not outage.down():
+    lease = template.lease
+    if lease is not None and lease.take(amounts, int(now)):
+        pending.leased(lease)
+    elif settings.GATEWAY_LIMITS_REDIS_URL and not outage.down():
         pending.send()
     return pending

@@ -8,7 +8,8 @@ settles the queue in one Redis round trip every GATEWAY_LIMITS_SETTLE_INTERVAL, 
 counter: each budget's reservation becomes the real cost, each token window's reservation the
 real token count, and nothing at all is kept for a request that failed without usage. Alert
 thresholds the settlement crosses come back from the same script, claimed once per period
-(`budgets.alerts`). Spend settled while Redis was unreachable is kept here and added once it is back.
+(`budgets.alerts`). What this process's leases still hold when their second is over goes back in
+the same call (`budgets.leases`). Spend settled while Redis was unreachable is kept here and added once it is back.
 A request admitted meanwhile by this process's own counters (`budgets.local_counts`) settles in
 them as well, so that its real cost counts there until Redis has it.
 """
@@ -22,7 +23,7 @@ from collections import defaultdict, deque
 
 from django.conf import settings
 
-from budgets import alerts, local_counts
+from budgets import alerts, clock, leases, local_counts
 from budgets.counters import SETTLE, clients, sync_client
 from budgets.enforcement import Admission, Check, outage
 from budgets.resp import RedisReplyError
@@ -105,6 +106,16 @@ class Batch:
             elif kind == "tpm" and not admission.local and tokens != amount:
                 self.tokens[check.key, int(admission.now)] += tokens - amount
 
+    def add_unused(self, lease: leases.Lease) -> None:
+        """What a lease still holds once its second is over: released from budgets, taken out of its windows' bucket."""
+        for check, left in zip(lease.checks, lease.give_back(), strict=True):
+            if not left:
+                continue
+            if check.rule.kind == "budget":
+                self.add_budget(check, release=left, cost=0)
+            else:
+                self.tokens[check.key, lease.second] -= left
+
     def script_input(self) -> tuple[list[str], list, list[Check]]:
         """Keys and arguments of settle.lua, and the budget check behind each budget key (None for windows)."""
         keys, args, checks = [], [], []
@@ -145,7 +156,7 @@ class Settler:
         return self._task is not None and not self._task.done()
 
     def _busy(self) -> bool:
-        return bool(_admissions or self.queue or self._unreconciled)
+        return bool(_admissions or self.queue or self._unreconciled or leases.outstanding)
 
     async def _run(self) -> None:
         while self._busy():
@@ -189,6 +200,8 @@ class Settler:
                 self._unreconciled.add(admission, cost=cost, tokens=tokens)
             else:
                 batch.add(admission, cost=cost, tokens=tokens)
+        for lease in leases.expired(int(clock.now())):
+            batch.add_unused(lease)
         return batch
 
     def _keep(self, batch: Batch) -> None:
@@ -200,8 +213,8 @@ class Settler:
 
     @property
     def pending(self) -> int:
-        """Requests admitted and not yet settled, and counters waiting for Redis."""
-        return len(_admissions) + len(self.queue) + len(self._unreconciled.budgets)
+        """Requests admitted and not yet settled, counters waiting for Redis and leases not yet returned."""
+        return len(_admissions) + len(self.queue) + len(self._unreconciled.budgets) + len(leases.outstanding)
 
 
 settler = Settler()

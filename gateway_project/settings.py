@@ -238,6 +238,11 @@ GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS = _positive(
 GATEWAY_LIMITS_SETTLE_INTERVAL = _positive(
     "GATEWAY_LIMITS_SETTLE_INTERVAL", env.float("GATEWAY_LIMITS_SETTLE_INTERVAL", default=0.05)
 )
+# Requests one Redis admission counts room for, for this process to admit alone in the same second,
+# far from every limit (budgets.leases); 0 or 1: every request goes to Redis.
+GATEWAY_LIMITS_LEASE_REQUESTS = env.int("GATEWAY_LIMITS_LEASE_REQUESTS", default=32)
+if GATEWAY_LIMITS_LEASE_REQUESTS < 0:
+    raise ImproperlyConfigured("GATEWAY_LIMITS_LEASE_REQUESTS must not be negative")
 # The output tokens a budget reserves for a request that sets no max_tokens.
 GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS = _positive(
     "GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS", env.int("GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS", default=4096)

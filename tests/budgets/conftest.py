@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from budgets import enforcement, local_counts, plans
+from budgets import enforcement, leases, local_counts, plans
 from budgets.counters import key_prefix, sync_client
 from budgets.settlement import settler
 
@@ -25,9 +25,11 @@ def limits_redis():
     plans.forget_plans()
     enforcement.outage.until = float("-inf")
     local_counts.forget()
+    leases.forget()
     yield sync_client()
     plans.forget_plans()
     local_counts.forget()
+    leases.forget()
 
 
 def wait_settled(timeout: float = 5.0) -> None:

@@ -27,8 +27,13 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}
 
 
 @pytest.fixture
-def two_workers(test_database_url, tmp_path, provider_server):
-    """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis."""
+def two_workers(test_database_url, tmp_path, provider_server, request):
+    """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis.
+
+    Leases (`budgets.leases`) have the product's size, too large to serve these tests' small limits,
+    unless a test asks for another with `@pytest.mark.parametrize("two_workers", [size], indirect=True)`.
+    """
+    lease_env = {"GATEWAY_LIMITS_LEASE_REQUESTS": str(request.param)} if hasattr(request, "param") else {}
     port = _free_port()
     published = tmp_path / "published"
     published.mkdir()
@@ -45,6 +50,7 @@ def two_workers(test_database_url, tmp_path, provider_server):
         "TEST_PUBLISHED_DIR": str(published),
         "WEB_CONCURRENCY": "2",
         "LOG_LEVEL": "WARNING",
+        **lease_env,
     }
     command = [
         sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
@@ -71,6 +77,28 @@ async def _burst(url: str, key: str, count: int, project: str) -> list[httpx.Res
 
 def burst(url: str, key: str, count: int, project: str = "search") -> list[httpx.Response]:
     return asyncio.run(_burst(url, key, count, project))
+
+
+async def _from_senders(url: str, key: str, count: int, senders: int) -> list[int]:
+    headers = {"authorization": f"Bearer {key}", "x-project-id": "search"}
+    statuses: list[int] = []
+    unsent = [count]
+
+    async def send(client: httpx.AsyncClient) -> None:
+        while unsent[0] > 0:
+            unsent[0] -= 1
+            answer = await client.post(url + "/v1/chat/completions", json=CHAT, headers=headers)
+            statuses.append(answer.status_code)
+
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        await asyncio.gather(*(send(client) for _ in range(senders)))
+    return statuses
+
+
+def from_senders(url: str, key: str, count: int, senders: int) -> list[int]:
+    """The statuses of `count` requests sent by `senders` concurrent clients, each one request after another."""
+    return asyncio.run(_from_senders(url, key, count, senders))
 
 
 def wait_for_documents(directory: Path, count: int, timeout: float = 30) -> dict[str, list[dict]]:
@@ -148,3 +176,37 @@ def test_three_times_rpm_requests_at_once_admit_exactly_rpm(two_workers):
     assert remaining == list(range(50))
     by_process = wait_for_documents(published, 150)
     assert len(by_process) == 2, "both worker processes served requests"
+
+
+@pytest.mark.parametrize("two_workers", [4], indirect=True)
+@pytest.mark.django_db(transaction=True)
+def test_leases_never_admit_more_than_rpm_and_give_back_what_they_did_not_use(two_workers):
+    # With leases of 4 requests, a limit of 64 leases is the smallest they serve.
+    url, published = two_workers
+    org = proxy_services.organisation_get_or_create(slug="acme")
+    proxy_services.project_get_or_create(org=org, slug="search")
+    key = proxy_services.gateway_key_issue(org=org).plaintext
+    services.rate_limit_set(scope=Scope.ORG, org=org, rpm=256)
+
+    calls = evalsha_calls()
+    first = from_senders(url, key, 768, senders=16)
+    # Leases served: fewer script calls (admissions, and settlements giving leases back) than requests.
+    assert evalsha_calls() - calls < 768 - 32
+    admitted = first.count(200)
+    # Never more than the limit. Fewer only by what a lease of each worker still held when its
+    # second ended: at most 3 requests each, since a lease of 4 counts the request that asked for it.
+    assert 256 - 2 * 3 <= admitted <= 256, first
+    assert first.count(429) == 768 - admitted
+    time.sleep(1.5)  # every lease's second is over, and the settlement has given back what it held
+    second = from_senders(url, key, 300, senders=16)
+    # The last quarter of the limit is admitted request by request: exactly the rpm, in all.
+    assert admitted + second.count(200) == 256, (admitted, second.count(200))
+    by_process = wait_for_documents(published, 768 + 300)
+    assert len(by_process) == 2, "both worker processes served requests"
+
+
+def evalsha_calls() -> int:
+    """Script calls Redis has run (the tests run one at a time: the gateway under test made the new ones)."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL).info("commandstats")["cmdstat_evalsha"]["calls"]

@@ -16,7 +16,7 @@ def window(client, key: str) -> tuple[int, int]:
 
 
 def admit(client, key: str, *, at: int, limit: int, amount: int) -> list:
-    return ADMIT.run_sync(client, [key], [at * 1000, at, "r", limit, amount, ""])
+    return ADMIT.run_sync(client, [key], [at * 1000, at, "r", limit, amount, "", 0])
 
 
 def test_the_running_total_follows_admissions_evictions_and_settlements(limits_redis):
@@ -41,7 +41,7 @@ def test_a_refusal_counts_nothing_and_says_when_enough_leaves_the_window(limits_
     admit(limits_redis, key, at=T0, limit=2, amount=1)
     admit(limits_redis, key, at=T0 + 10, limit=2, amount=1)
     refused = admit(limits_redis, key, at=T0 + 30, limit=2, amount=1)
-    assert refused == [1, 30_000, 2, 60_000]  # second 0 leaves the window at second 60; nothing counted
+    assert refused == [1, 30_000, 2, 60_000, 0]  # second 0 leaves the window at second 60; nothing counted
     assert window(limits_redis, key) == (2, 2)
 
 
@@ -59,7 +59,7 @@ def test_counters_expire_when_nothing_in_them_can_matter(limits_redis):
     expire_at = T0 + 40 * 86400
 
     def admit_both(at: int) -> list:
-        arguments = [at * 1000, at, "r", 100, 1, "", "b", 10**12, 500, f"h{expire_at}"]
+        arguments = [at * 1000, at, "r", 100, 1, "", 0, "b", 10**12, 500, f"h{expire_at}", 0]
         return ADMIT.run_sync(limits_redis, [window_key, budget_key], arguments)
 
     assert admit_both(T0)[0] == 0

@@ -1,0 +1,149 @@
+"""Leases: far from its limits, one admission in Redis counts room for the next requests of its second."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from budgets import clock, services
+from budgets.counters import ADMIT, key_prefix
+from budgets.models import Scope
+from tests.budgets.conftest import wait_settled
+from tests.budgets.test_enforcement import budget_counter, chat, month_label
+
+T0 = 1_800_000_000  # a whole second
+
+
+def window_total(redis, kind: str) -> int:
+    (key,) = redis.keys(f"{key_prefix()}:{kind}:*")
+    return int(redis.hget(key, "t"))
+
+
+@pytest.fixture
+def frozen(monkeypatch):
+    """The clock stands still in the middle of a second; `frozen(seconds)` moves it on."""
+    now = [int(time.time()) + 0.5]
+    monkeypatch.setattr(clock, "now", lambda: now[0])
+
+    def move(seconds: float) -> None:
+        now[0] += seconds
+
+    return move
+
+
+def connected(caller, frozen) -> httpx.Response:
+    """A first request: a worker's first admission is sent once it is connected, and asks for no lease then."""
+    answer = chat(caller)
+    assert answer.status_code == 200
+    frozen(1)
+    wait_settled()
+    return answer
+
+
+def metadata(published, answers) -> list[dict]:
+    return [published.wait_for(answer.headers["x-request-id"])["attributes"]["metadata"] for answer in answers]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_admits_the_next_requests_of_its_second_and_gives_back_what_it_did_not_use(
+    caller, published, limits_redis, settings, frozen
+):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000, tpm=1_000_000)
+    budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="1000")
+    answers = [connected(caller, frozen)]
+    assert window_total(limits_redis, "rpm") == 1
+
+    answers += [chat(caller) for _ in range(5)]
+
+    assert [answer.status_code for answer in answers] == [200] * 6
+    # Redis counted the first of the 5 and room for 7 more: the other 4 were admitted from it.
+    assert window_total(limits_redis, "rpm") == 1 + 8
+    # Each answer's headers still say what its request left, not what the lease holds.
+    remaining = [answer.headers["x-ratelimit-remaining-requests"] for answer in answers]
+    assert remaining == ["9999", "9998", "9997", "9996", "9995", "9994"]
+    # The first request has settled at what it billed; each of the 5 reserved 6 input and 20 output tokens.
+    tokens_left = 1_000_000 - answers_tokens(published, answers[:1]) - 5 * 26
+    assert answers[-1].headers["x-ratelimit-remaining-tokens"] == str(tokens_left)
+    assert budget_counter(limits_redis, budget, month_label())["reserved"] > 0
+    frozen(1)  # the lease's second is over: the settlement gives back the 3 requests it still held
+    wait_settled()
+    assert window_total(limits_redis, "rpm") == 6
+    counter = budget_counter(limits_redis, budget, month_label())
+    assert counter["reserved"] == 0
+    cost = sum(Decimal(str(item["cost"])) for item in metadata(published, answers))
+    assert counter["spent"] == pytest.approx(float(cost) * 1e9, abs=6)
+    # The token window holds the tokens the records bill, as without a lease.
+    assert window_total(limits_redis, "tpm") == answers_tokens(published, answers)
+
+
+def answers_tokens(published, answers) -> int:
+    return sum(item["tokens"]["total"] for item in metadata(published, answers))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_serves_only_its_own_second(caller, limits_redis, settings, frozen):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000)
+    connected(caller, frozen)
+    assert chat(caller).status_code == 200
+    assert window_total(limits_redis, "rpm") == 1 + 8
+    frozen(1)
+    wait_settled()  # the first lease goes back
+    assert window_total(limits_redis, "rpm") == 2
+    # The next second's first request goes to Redis, which counts it and a new lease.
+    assert chat(caller).headers["x-ratelimit-remaining-requests"] == "9997"
+    assert window_total(limits_redis, "rpm") == 3 + 7
+    frozen(1)
+    wait_settled()
+    assert window_total(limits_redis, "rpm") == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_limit_smaller_than_64_leases_is_admitted_request_by_request(caller, limits_redis, settings, frozen):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=64 * 8 - 1)
+    assert [chat(caller).status_code for _ in range(3)] == [200] * 3
+    assert window_total(limits_redis, "rpm") == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_lease_is_asked_for_when_leases_are_off(caller, limits_redis, settings, frozen):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 0
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000_000)
+    assert [chat(caller).status_code for _ in range(3)] == [200] * 3
+    assert window_total(limits_redis, "rpm") == 3
+
+
+def admit(redis, keys: list[str], checks: list[tuple]) -> list:
+    arguments = [T0 * 1000, T0]
+    for check in checks:
+        arguments += check
+    return ADMIT.run_sync(redis, keys, arguments)
+
+
+def test_redis_counts_a_lease_only_within_three_quarters_of_every_enforced_limit(limits_redis):
+    window, budget = f"{key_prefix()}:rpm:1:w", f"{key_prefix()}:budget:1:x"
+    limits_redis.hset(window, mapping={str(T0): 760, "t": 760, "o": T0})
+    # 760 + 1 + 7 = 768, three quarters of 1024: counted.
+    assert admit(limits_redis, [window], [("r", 1024, 1, "", 7)]) == [0, 0, 768, 60_000, 1]
+    # One more and it would not fit: the request alone is admitted.
+    assert admit(limits_redis, [window], [("r", 1024, 1, "", 7)]) == [0, 0, 769, 60_000, 0]
+    # A hard budget far from its limit does not make it fit.
+    both = [("r", 1024, 1, "", 7), ("b", 10**12, 10, "h0", 70)]
+    assert admit(limits_redis, [window, budget], both) == [0, 0, 770, 60_000, 10, 0, 0]
+    assert limits_redis.hget(budget, "reserved") == b"10"
+
+
+def test_a_lease_needs_every_check_to_ask_and_a_soft_budget_never_stands_in_its_way(limits_redis):
+    window, soft = f"{key_prefix()}:rpm:2:w", f"{key_prefix()}:budget:2:x"
+    limits_redis.hset(soft, mapping={"spent": 5000, "reserved": 0})  # over its limit: soft budgets only alert
+    assert admit(limits_redis, [window, soft], [("r", 1024, 1, "", 7), ("b", 100, 10, "s0", 70)])[-1] == 1
+    assert limits_redis.hget(soft, "reserved") == b"80"
+    assert int(limits_redis.hget(window, "t")) == 8
+    # A check that asks for nothing: no lease anywhere.
+    assert admit(limits_redis, [window, soft], [("r", 1024, 1, "", 7), ("b", 100, 10, "s0", 0)])[-1] == 0
+    assert int(limits_redis.hget(window, "t")) == 9
