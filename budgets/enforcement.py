@@ -175,7 +175,19 @@ class Template:
     kept encoded with gaps for those, and so are the names of the rate-limit headers.
     """
 
-    __slots__ = ("_head", "_lease_asked", "_pieces", "_windows", "budget_uses", "budgets", "checks", "kinds", "lease")
+    __slots__ = (
+        "_arrived",
+        "_head",
+        "_lease_asked",
+        "_pieces",
+        "_second",
+        "_windows",
+        "budget_uses",
+        "budgets",
+        "checks",
+        "kinds",
+        "lease",
+    )
 
     def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
         prefix = key_prefix()
@@ -213,6 +225,14 @@ class Template:
         # The newest lease Redis granted these requests (`budgets.leases`), and when one was last asked for.
         self.lease: leases.Lease | None = None
         self._lease_asked = float("-inf")
+        # This process's requests with these rules in the current second: what sizes a lease.
+        self._second = 0
+        self._arrived = 0
+
+    def arrived(self, second: int) -> None:
+        if second != self._second:
+            self._second, self._arrived = second, 0
+        self._arrived += 1
 
     def command(self, now_ms: int, amounts: tuple[int, ...], lease: tuple[int, ...] | None = None) -> bytes:
         parts = [self._head, resp.bulk(now_ms), resp.bulk(now_ms // 1000)]
@@ -227,10 +247,13 @@ class Template:
     def lease_wanted(self, amounts: tuple[int, ...]) -> tuple[int, ...] | None:
         """The room to ask Redis for beside a request of `amounts`, per check; None if no lease is to be asked.
 
-        One lease is asked for at a time, and only when it would be a small share of every limit it
-        counts on (`leases.LEASE_SHARE`): small limits are admitted one request at a time.
+        A lease holds as many requests as this second has brought so far, this one included, up to
+        GATEWAY_LIMITS_LEASE_REQUESTS: it grows 2, 4, 8, ... with the traffic, and what it may leave
+        unused is never more than the second's requests already used. One is asked for at a time, and
+        only when it is a small share of every limit it counts on (`leases.LEASE_SHARE`): small limits
+        are admitted one request at a time.
         """
-        size = settings.GATEWAY_LIMITS_LEASE_REQUESTS
+        size = min(settings.GATEWAY_LIMITS_LEASE_REQUESTS, self._arrived)
         if size < 2:
             return None
         asked = time.monotonic()
@@ -505,6 +528,7 @@ async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat
     )
     if template is None:
         return None
+    template.arrived(int(now))
     if template.budgets and not pricing.overrides_fresh():
         await run_in_db_thread(pricing.refresh_overrides)
     amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now)

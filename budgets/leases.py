@@ -1,10 +1,11 @@
 """Leases: room counted in Redis ahead of time, so this process admits the next requests alone.
 
-A request that goes to Redis may ask admit.lua to count, beside itself, room for the next
-GATEWAY_LIMITS_LEASE_REQUESTS - 1 requests like it on every limit and budget it is checked
-against. The requests that follow in the same second are then admitted from that room by this
-process, without a round trip: the proxy's busiest keys pay for Redis once every few dozen
-requests instead of on every one.
+A request that goes to Redis may ask admit.lua to count, beside itself, room for more requests
+like it on every limit and budget it is checked against: as many more as this process has seen
+of them in the current second so far, up to GATEWAY_LIMITS_LEASE_REQUESTS in all. The requests
+that follow in the same second are then admitted from that room by this process, without a round
+trip: the proxy's busiest keys pay for Redis once every few dozen requests instead of on every
+one, and a key with a request now and then never holds a lease.
 
 What keeps this exact:
 - A lease is counted in Redis before any request uses it, so whatever is admitted from it was
@@ -15,9 +16,10 @@ What keeps this exact:
   GATEWAY_LIMITS_SETTLE_INTERVAL.
 - Redis grants one only far from a limit (`admit.lua`): while the limit is at least
   LEASE_SHARE times the lease, and with the lease the counter stays within three quarters of it.
-  The last quarter of every limit is admitted request by request, as without leases. Until a
-  second's unused leases are returned, other processes may find that much less room: at worst one
-  lease per worker (1/LEASE_SHARE of the limit each), for at most a second.
+  The last quarter of every limit is admitted request by request, as without leases.
+- Until a second's unused leases are returned, other processes may find that much less room, for
+  at most a second: per worker and kind of request, no more than 1/LEASE_SHARE of the limit, and no
+  more than the requests it already served in that second (a lease grows with the traffic).
 """
 
 from __future__ import annotations

@@ -238,8 +238,8 @@ GATEWAY_LIMITS_REDIS_MAX_CONNECTIONS = _positive(
 GATEWAY_LIMITS_SETTLE_INTERVAL = _positive(
     "GATEWAY_LIMITS_SETTLE_INTERVAL", env.float("GATEWAY_LIMITS_SETTLE_INTERVAL", default=0.05)
 )
-# Requests one Redis admission counts room for, for this process to admit alone in the same second,
-# far from every limit (budgets.leases); 0 or 1: every request goes to Redis.
+# The most requests one Redis admission counts room for, for this process to admit alone in the same
+# second, far from every limit (budgets.leases); 0 or 1: every request goes to Redis.
 GATEWAY_LIMITS_LEASE_REQUESTS = env.int("GATEWAY_LIMITS_LEASE_REQUESTS", default=32)
 if GATEWAY_LIMITS_LEASE_REQUESTS < 0:
     raise ImproperlyConfigured("GATEWAY_LIMITS_LEASE_REQUESTS must not be negative")

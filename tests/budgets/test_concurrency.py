@@ -189,7 +189,7 @@ def test_leases_never_admit_more_than_rpm_and_give_back_what_they_did_not_use(tw
     services.rate_limit_set(scope=Scope.ORG, org=org, rpm=256)
 
     calls = evalsha_calls()
-    first = from_senders(url, key, 768, senders=16)
+    first = from_senders(url, key, 768, senders=48)
     # Leases served: fewer script calls (admissions, and settlements giving leases back) than requests.
     assert evalsha_calls() - calls < 768 - 32
     admitted = first.count(200)
@@ -198,7 +198,7 @@ def test_leases_never_admit_more_than_rpm_and_give_back_what_they_did_not_use(tw
     assert 256 - 2 * 3 <= admitted <= 256, first
     assert first.count(429) == 768 - admitted
     time.sleep(1.5)  # every lease's second is over, and the settlement has given back what it held
-    second = from_senders(url, key, 300, senders=16)
+    second = from_senders(url, key, 300, senders=48)
     # The last quarter of the limit is admitted request by request: exactly the rpm, in all.
     assert admitted + second.count(200) == 256, (admitted, second.count(200))
     by_process = wait_for_documents(published, 768 + 300)

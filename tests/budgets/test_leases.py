@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-import httpx
 import pytest
 
-from budgets import clock, services
+from budgets import clock, leases, services
 from budgets.counters import ADMIT, key_prefix
 from budgets.models import Scope
 from tests.budgets.conftest import wait_settled
@@ -34,15 +33,6 @@ def frozen(monkeypatch):
     return move
 
 
-def connected(caller, frozen) -> httpx.Response:
-    """A first request: a worker's first admission is sent once it is connected, and asks for no lease then."""
-    answer = chat(caller)
-    assert answer.status_code == 200
-    frozen(1)
-    wait_settled()
-    return answer
-
-
 def metadata(published, answers) -> list[dict]:
     return [published.wait_for(answer.headers["x-request-id"])["attributes"]["metadata"] for answer in answers]
 
@@ -54,22 +44,17 @@ def test_a_lease_admits_the_next_requests_of_its_second_and_gives_back_what_it_d
     settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
     services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000, tpm=1_000_000)
     budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd="1000")
-    answers = [connected(caller, frozen)]
-    assert window_total(limits_redis, "rpm") == 1
 
-    answers += [chat(caller) for _ in range(5)]
+    answers = [chat(caller) for _ in range(6)]
 
     assert [answer.status_code for answer in answers] == [200] * 6
-    # Redis counted the first of the 5 and room for 7 more: the other 4 were admitted from it.
-    assert window_total(limits_redis, "rpm") == 1 + 8
-    # Each answer's headers still say what its request left, not what the lease holds.
+    # A lease holds as many requests as the second has seen: the 1st goes alone, the 2nd counts room
+    # for 2 (the 3rd uses it), the 4th for 4 (the 5th and 6th use it, one is left).
+    assert window_total(limits_redis, "rpm") == 1 + 2 + 4
+    # Each answer's headers say what its request left, not what the lease holds.
     remaining = [answer.headers["x-ratelimit-remaining-requests"] for answer in answers]
     assert remaining == ["9999", "9998", "9997", "9996", "9995", "9994"]
-    # The first request has settled at what it billed; each of the 5 reserved 6 input and 20 output tokens.
-    tokens_left = 1_000_000 - answers_tokens(published, answers[:1]) - 5 * 26
-    assert answers[-1].headers["x-ratelimit-remaining-tokens"] == str(tokens_left)
-    assert budget_counter(limits_redis, budget, month_label())["reserved"] > 0
-    frozen(1)  # the lease's second is over: the settlement gives back the 3 requests it still held
+    frozen(1)  # the leases' second is over: the settlement gives back the request still held
     wait_settled()
     assert window_total(limits_redis, "rpm") == 6
     counter = budget_counter(limits_redis, budget, month_label())
@@ -77,37 +62,43 @@ def test_a_lease_admits_the_next_requests_of_its_second_and_gives_back_what_it_d
     cost = sum(Decimal(str(item["cost"])) for item in metadata(published, answers))
     assert counter["spent"] == pytest.approx(float(cost) * 1e9, abs=6)
     # The token window holds the tokens the records bill, as without a lease.
-    assert window_total(limits_redis, "tpm") == answers_tokens(published, answers)
-
-
-def answers_tokens(published, answers) -> int:
-    return sum(item["tokens"]["total"] for item in metadata(published, answers))
+    billed = sum(item["tokens"]["total"] for item in metadata(published, answers))
+    assert window_total(limits_redis, "tpm") == billed
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lease_serves_only_its_own_second(caller, limits_redis, settings, frozen):
+def test_a_request_now_and_then_never_holds_a_lease(caller, limits_redis, settings, frozen):
     settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
     services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000)
-    connected(caller, frozen)
-    assert chat(caller).status_code == 200
-    assert window_total(limits_redis, "rpm") == 1 + 8
-    frozen(1)
-    wait_settled()  # the first lease goes back
-    assert window_total(limits_redis, "rpm") == 2
-    # The next second's first request goes to Redis, which counts it and a new lease.
-    assert chat(caller).headers["x-ratelimit-remaining-requests"] == "9997"
-    assert window_total(limits_redis, "rpm") == 3 + 7
-    frozen(1)
-    wait_settled()
+    for _ in range(3):
+        assert chat(caller).status_code == 200
+        frozen(1)
     assert window_total(limits_redis, "rpm") == 3
+    assert leases.outstanding == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_limit_smaller_than_64_leases_is_admitted_request_by_request(caller, limits_redis, settings, frozen):
+def test_a_limit_smaller_than_64_of_the_smallest_lease_is_admitted_request_by_request(
+    caller, limits_redis, settings, frozen
+):
     settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
-    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=64 * 8 - 1)
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=64 * 2 - 1)
     assert [chat(caller).status_code for _ in range(3)] == [200] * 3
     assert window_total(limits_redis, "rpm") == 3
+
+
+def test_a_lease_serves_only_its_own_second_and_only_what_fits():
+    lease = leases.Lease(checks=(), second=T0, left=[3, 100], uses=[10, 500])
+    assert not lease.take((1, 10), T0 + 1)
+    assert not lease.take((1, 101), T0)  # short on one check: nothing is taken from the other
+    assert lease.take((1, 60), T0)
+    assert lease.left == [2, 40]
+    assert lease.result() == [0, 0, 8, 60_000, 460, 60_000]  # the uses without what is still held
+    newer = leases.Lease(checks=(), second=T0, left=[7, 70], uses=[20, 600])
+    newer.absorb(lease)  # the older lease's room moves to the newer, and is given back with it
+    assert (newer.left, lease.left) == ([9, 110], [0, 0])
+    assert newer.give_back() == [9, 110]
+    assert not newer.take((1, 1), T0)
 
 
 @pytest.mark.django_db(transaction=True)
