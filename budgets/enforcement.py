@@ -187,6 +187,7 @@ class Template:
         "checks",
         "kinds",
         "lease",
+        "picks",
     )
 
     def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
@@ -201,6 +202,8 @@ class Template:
                 checks.append(Check(rule, counter_key(prefix, rule, user_id, "w")))
         self.checks = tuple(checks)
         self.kinds = tuple(check.rule.kind for check in checks)
+        # Per check, which of a request's (cost, 1, tokens) it counts (`_amounts`).
+        self.picks = tuple({"budget": 0, "rpm": 1}.get(kind, 2) for kind in self.kinds)
         self.budgets = "budget" in self.kinds
         # Per budget: where the script's result holds its use, and its counter key (`local_counts.last_use`).
         self.budget_uses = tuple((2 + 2 * i, checks[i].key) for i, kind in enumerate(self.kinds) if kind == "budget")
@@ -298,16 +301,14 @@ class Template:
 
 
 _NO_LEASE = resp.bulk(0)
+_NOT_MADE = object()
 _TEMPLATES_PER_PLAN = 10_000  # end users each have their own; a plan is reloaded every key-cache period anyway
 
 
-def _template(plan: plans.OrgPlan, *, project, key_id: int, user_id, model: str, day: int) -> Template | None:
-    cache_key = (project, key_id, user_id, model, day)
+def _template(plan: plans.OrgPlan, cache_key: tuple) -> Template | None:
+    """The template of (project, key id, end user, model, day), made on its first request."""
+    project, key_id, user_id, model, day = cache_key
     templates = plan.templates
-    try:
-        return templates[cache_key]
-    except KeyError:
-        pass
     rules = plan.rules_for(project=project, key_id=key_id, user_id=user_id, model=model)
     if not outage.down():
         local_counts.trim()
@@ -331,9 +332,8 @@ def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[
             input_tokens=input_tokens,
             output_tokens=output,
         )
-    tokens = input_tokens + (declared or 0)
-    amounts = tuple(cost if kind == "budget" else 1 if kind == "rpm" else tokens for kind in template.kinds)
-    return amounts, input_tokens
+    values = (cost, 1, input_tokens + (declared or 0))
+    return tuple([values[pick] for pick in template.picks]), input_tokens
 
 
 def _without_lease(result: list, lease: tuple[int, ...]) -> list:
@@ -406,7 +406,7 @@ class Pending:
     def leased(self, lease: leases.Lease) -> None:
         """Admitted from a lease this process holds, without Redis."""
         admission = self.admission
-        admission.windows, admission.error_format = self.template.windows(lease.result()), self.error_format
+        admission.windows, admission.error_format = self.template.windows(lease.reply), self.error_format
         self._result = admission
         self._counted_now()
 
@@ -518,14 +518,12 @@ async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat
     if plan.empty:
         return None
     now = clock.now()
-    template = _template(
-        plan,
-        project=attribution.project.slug if attribution.project is not None else None,
-        key_id=grant.key_id,
-        user_id=attribution.user_id,
-        model=record.model,
-        day=int(now // 86400),
-    )
+    project = attribution.project
+    slug = project.slug if project is not None else None
+    cache_key = (slug, grant.key_id, attribution.user_id, record.model, int(now // 86400))
+    template = plan.templates.get(cache_key, _NOT_MADE)
+    if template is _NOT_MADE:
+        template = _template(plan, cache_key)
     if template is None:
         return None
     template.arrived(int(now))

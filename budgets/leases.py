@@ -34,7 +34,7 @@ outstanding: list[Lease] = []
 class Lease:
     """Room for a template's requests (`budgets.enforcement.Template`) in one second: per check, what is left."""
 
-    __slots__ = ("checks", "left", "second", "uses")
+    __slots__ = ("checks", "left", "reply", "second", "uses")
 
     def __init__(self, *, checks: tuple, second: int, left: list[int], uses: list[int]):
         self.checks = checks  # the template's `budgets.enforcement.Check`s, in order
@@ -42,6 +42,16 @@ class Lease:
         self.left = left
         # Per check, the use Redis reported with the lease counted: what is left of it is not real use.
         self.uses = uses
+        # admit.lua's reply for the request last taken, as if Redis had admitted it alone (its headers'),
+        # kept up to date by `take` rather than made for every request.
+        self.reply: list[int] = []
+        self._recount()
+
+    def _recount(self) -> None:
+        reply = [0, 0]
+        for use, left in zip(self.uses, self.left, strict=True):
+            reply += (use - left, 60_000)
+        self.reply = reply
 
     def take(self, amounts: tuple[int, ...], second: int) -> bool:
         """Admit a request of `amounts` from the lease, if it is this second's and has room on every check."""
@@ -51,8 +61,10 @@ class Lease:
         for index, amount in enumerate(amounts):
             if amount > left[index]:
                 return False
+        reply = self.reply
         for index, amount in enumerate(amounts):
             left[index] -= amount
+            reply[2 + 2 * index] += amount
         return True
 
     def absorb(self, older: Lease) -> None:
@@ -60,18 +72,12 @@ class Lease:
         if older.second == self.second:
             self.left = [mine + theirs for mine, theirs in zip(self.left, older.left, strict=True)]
             older.left = [0] * len(older.left)
+            self._recount()
 
     def give_back(self) -> list[int]:
         """What is left, per check, for the settlement to return; the lease holds nothing after."""
         left, self.left = self.left, [0] * len(self.left)
         return left
-
-    def result(self) -> list:
-        """admit.lua's answer for the request just taken, as if Redis had admitted it alone (for its headers)."""
-        result = [0, 0]
-        for use, left in zip(self.uses, self.left, strict=True):
-            result += (use - left, 60_000)
-        return result
 
 
 def granted(lease: Lease) -> None:

@@ -93,10 +93,11 @@ def test_a_lease_serves_only_its_own_second_and_only_what_fits():
     assert not lease.take((1, 101), T0)  # short on one check: nothing is taken from the other
     assert lease.take((1, 60), T0)
     assert lease.left == [2, 40]
-    assert lease.result() == [0, 0, 8, 60_000, 460, 60_000]  # the uses without what is still held
+    assert lease.reply == [0, 0, 8, 60_000, 460, 60_000]  # the uses without what is still held
     newer = leases.Lease(checks=(), second=T0, left=[7, 70], uses=[20, 600])
     newer.absorb(lease)  # the older lease's room moves to the newer, and is given back with it
     assert (newer.left, lease.left) == ([9, 110], [0, 0])
+    assert newer.reply == [0, 0, 11, 60_000, 490, 60_000]
     assert newer.give_back() == [9, 110]
     assert not newer.take((1, 1), T0)
 
