@@ -156,13 +156,17 @@ def test_200_concurrent_requests_never_overspend_a_project_budget_that_fits_40(t
     assert int(counter[b"spent"]) == pytest.approx(float(spent) * 1e9, abs=40)
 
 
+def key_of_an_org_limited_to(*, rpm: int) -> str:
+    org = proxy_services.organisation_get_or_create(slug="acme")
+    proxy_services.project_get_or_create(org=org, slug="search")
+    services.rate_limit_set(scope=Scope.ORG, org=org, rpm=rpm)
+    return proxy_services.gateway_key_issue(org=org).plaintext
+
+
 @pytest.mark.django_db(transaction=True)
 def test_three_times_rpm_requests_at_once_admit_exactly_rpm(two_workers):
     url, published = two_workers
-    org = proxy_services.organisation_get_or_create(slug="acme")
-    proxy_services.project_get_or_create(org=org, slug="search")
-    key = proxy_services.gateway_key_issue(org=org).plaintext
-    services.rate_limit_set(scope=Scope.ORG, org=org, rpm=50)
+    key = key_of_an_org_limited_to(rpm=50)
 
     answers = burst(url, key, 150)
 
@@ -181,12 +185,8 @@ def test_three_times_rpm_requests_at_once_admit_exactly_rpm(two_workers):
 @pytest.mark.parametrize("two_workers", [4], indirect=True)
 @pytest.mark.django_db(transaction=True)
 def test_leases_never_admit_more_than_rpm_and_give_back_what_they_did_not_use(two_workers):
-    # With leases of 4 requests, a limit of 64 leases is the smallest they serve.
     url, published = two_workers
-    org = proxy_services.organisation_get_or_create(slug="acme")
-    proxy_services.project_get_or_create(org=org, slug="search")
-    key = proxy_services.gateway_key_issue(org=org).plaintext
-    services.rate_limit_set(scope=Scope.ORG, org=org, rpm=256)
+    key = key_of_an_org_limited_to(rpm=256)  # 64 leases of 4: the smallest limit such leases serve
 
     calls = evalsha_calls()
     first = from_senders(url, key, 768, senders=48)
