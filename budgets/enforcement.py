@@ -270,17 +270,18 @@ class Template:
         self._lease_asked = asked
         return lease
 
-    def lease_answered(self, result: list, asked: tuple[int, ...], second: int) -> None:
-        """Redis answered the admission that asked for `asked`: keep the lease if it was granted."""
+    def lease_answered(self, result: list, asked: tuple[int, ...], second: int) -> leases.Lease | None:
+        """Redis answered the admission that asked for `asked`: the lease, kept, if it was granted."""
         self._lease_asked = float("-inf")
         if result[0] or not result[-1]:
-            return
+            return None
         uses = [int(result[2 + 2 * index]) for index in range(len(self.checks))]
         lease = leases.Lease(checks=self.checks, second=second, left=list(asked), uses=uses)
         if self.lease is not None:
             lease.absorb(self.lease)
         self.lease = lease
         leases.granted(lease)
+        return lease
 
     def lease_abandoned(self) -> None:
         """The admission that asked for a lease got no answer from Redis."""
@@ -336,14 +337,6 @@ def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[
     return tuple([values[pick] for pick in template.picks]), input_tokens
 
 
-def _without_lease(result: list, lease: tuple[int, ...]) -> list:
-    """admit.lua's answer as if the lease beside the request had not been counted."""
-    alone = [0, 0]
-    for index, extra in enumerate(lease):
-        alone += (int(result[2 + 2 * index]) - extra, result[3 + 2 * index])
-    return alone
-
-
 def _retry_ms(check: Check, now: float, window_retry_ms: int) -> int:
     if check.rule.kind != "budget":
         return window_retry_ms
@@ -361,11 +354,11 @@ class Pending:
     """
 
     __slots__ = (
+        "_alone",
         "_client",
         "_command",
         "_counted",
         "_lease",
-        "_lease_seen",
         "_on_counted",
         "_reply",
         "_result",
@@ -386,8 +379,8 @@ class Pending:
         self._reply: asyncio.Future | None = None
         self._result = None  # the admission, once `admitted` has returned it
         self._counted = False  # handed to on_counted
-        self._lease = None  # the lease asked for beside this request
-        self._lease_seen = False  # Redis's answer to it handed to the template
+        self._lease = None  # the lease asked for beside this request, until Redis answers
+        self._alone = None  # if granted: admit.lua's answer as if the lease had not been counted
 
     def send(self) -> None:
         """Write the script call now; its reply is read by `admitted`."""
@@ -400,7 +393,6 @@ class Pending:
             # Not connected: `admitted` connects and then sends the command. A request cancelled meanwhile
             # would leave its lease counted with nobody to use it or give it back, so this one asks for none.
             self._lease_answered(None)
-            self._lease = None
             self._command = self.template.command(int(admission.now * 1000), admission.amounts)
 
     def leased(self, lease: leases.Lease) -> None:
@@ -417,14 +409,15 @@ class Pending:
 
     def _lease_answered(self, result: list | None) -> None:
         """Whatever Redis said of a lease asked for (None: nothing), once; a lease it counted is never lost."""
-        asked = self._lease
-        if asked is None or self._lease_seen:
+        asked, self._lease = self._lease, None
+        if asked is None:
             return
-        self._lease_seen = True
         if result is None:
             self.template.lease_abandoned()
-        else:
-            self.template.lease_answered(result, asked, int(self.admission.now))
+            return
+        granted = self.template.lease_answered(result, asked, int(self.admission.now))
+        if granted is not None:
+            self._alone = list(granted.reply)  # taken before any other request takes from the lease
 
     def _counted_now(self) -> None:
         if not self._counted:
@@ -469,8 +462,8 @@ class Pending:
         if result[0]:
             raise self._refusal(result)
         self._counted_now()  # if written only now (a new connection, or the script loaded again)
-        if self._lease is not None and result[-1]:  # the headers say what this request left, not its lease
-            result = _without_lease(result, self._lease)
+        if self._alone is not None:  # the headers say what this request left, not its lease
+            result = self._alone
         admission = self.admission
         admission.windows, admission.error_format = template.windows(result), self.error_format
         self._result = admission

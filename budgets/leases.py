@@ -42,12 +42,11 @@ class Lease:
         self.left = left
         # Per check, the use Redis reported with the lease counted: what is left of it is not real use.
         self.uses = uses
-        # admit.lua's reply for the request last taken, as if Redis had admitted it alone (its headers'),
-        # kept up to date by `take` rather than made for every request.
-        self.reply: list[int] = []
         self._recount()
 
     def _recount(self) -> None:
+        # admit.lua's reply for the request last taken, as if Redis had admitted it alone (its headers'),
+        # kept up to date by `take` rather than made for every request.
         reply = [0, 0]
         for use, left in zip(self.uses, self.left, strict=True):
             reply += (use - left, 60_000)
