@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -37,8 +37,8 @@ from telemetry import pricing
 logger = logging.getLogger(__name__)
 
 # Where the text of a request is, in both protocols; only used to estimate its input tokens.
-_PROMPT_KEYS = ("messages", "prompt", "input", "system", "instructions", "tools")
-_TEXT_KEYS = ("content", "text", "arguments", "description", "parameters", "input_schema")
+_PROMPT_KEYS = frozenset(("messages", "prompt", "input", "system", "instructions", "tools"))
+_TEXT_KEYS = frozenset(("content", "text", "arguments", "description", "parameters", "input_schema"))
 _CHARS_PER_TOKEN = 4
 _OUTPUT_LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _SECONDS_KEPT_AFTER_PERIOD = 7 * 86400
@@ -58,17 +58,33 @@ class Check:
 
 @dataclass(slots=True)
 class Admission:
-    """What one admitted request holds until its record is logged: each check and what it added."""
+    """What one admitted request holds until its record is logged: each check and what it added.
+
+    One admitted from a lease is decided at once, and stands in for its `Pending` (`ready`, `admitted`).
+    """
 
     checks: tuple[Check, ...]
     amounts: tuple[int, ...]
     now: float
     input_tokens: int
-    # The tightest requests and tokens windows after admission (`Template.windows`), for its headers.
-    windows: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # admit.lua's result as this request left the counters (None: nothing to tell), and the `Template`
+    # that reads its requests and tokens windows from it, for the rate-limit headers.
+    result: list | None = None
+    template: Template | None = None
     error_format: ErrorFormat = ErrorFormat.OPENAI
     # Counted by this process alone (Redis was unreachable): the spend is reconciled later.
     local: bool = False
+
+    def ready(self) -> Admission:
+        return self
+
+    async def admitted(self) -> Admission:
+        return self
+
+    @property
+    def windows(self) -> dict[str, tuple[int, int, int]]:
+        """The tightest requests and tokens windows: kind -> (limit, remaining, reset ms)."""
+        return self.template.windows(self.result) if self.result is not None else {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -77,10 +93,13 @@ class Admission:
     def add_headers(self, response, *, encoded: bool = False) -> None:
         """The rate-limit headers on the response; `encoded`: as ASGI bytes the lean proxy handler sends
         (gateway_project.lean_handler), which skips Django's per-header work for them."""
-        if not self.windows:
+        if self.result is None or not self.template.window_kinds:
+            return
+        if encoded and self.error_format is ErrorFormat.OPENAI:
+            response.encoded_headers = self.template.openai_headers(self.result)
             return
         if encoded:
-            response.encoded_headers = refusals.encoded_rate_headers(self.windows, self.error_format, self.now)
+            response.encoded_headers = [(name.encode(), value.encode()) for name, value in self.headers.items()]
             return
         for name, value in self.headers.items():
             response[name] = value
@@ -111,8 +130,8 @@ def _text_chars(pending: list) -> int:
         if kind is str:
             total += len(value)
         elif kind is dict:
-            for key in _TEXT_KEYS:
-                if key in value:
+            for key in value:  # a message has fewer keys than there are text keys to look for
+                if key in _TEXT_KEYS:
                     pending.append(value[key])
         elif kind is list:
             pending += value
@@ -120,8 +139,11 @@ def _text_chars(pending: list) -> int:
 
 
 def estimated_input_tokens(payload: dict) -> int:
-    chars = _text_chars([payload[key] for key in _PROMPT_KEYS if key in payload])
-    return -(-chars // _CHARS_PER_TOKEN)
+    pending = []
+    for key in payload:
+        if key in _PROMPT_KEYS:
+            pending.append(payload[key])
+    return -(-_text_chars(pending) // _CHARS_PER_TOKEN)
 
 
 def declared_output_tokens(payload: dict) -> int | None:
@@ -177,17 +199,21 @@ class Template:
 
     __slots__ = (
         "_arrived",
+        "_before",
         "_head",
         "_lease_asked",
+        "_limits",
+        "_openai_windows",
         "_pieces",
         "_second",
-        "_windows",
         "budget_uses",
         "budgets",
         "checks",
+        "default_output_tokens",
         "kinds",
         "lease",
         "picks",
+        "window_kinds",
     )
 
     def __init__(self, rules: list[plans.Rule], *, day: int, user_id: str | None):
@@ -205,6 +231,8 @@ class Template:
         # Per check, which of a request's (cost, 1, tokens) it counts (`_amounts`).
         self.picks = tuple({"budget": 0, "rpm": 1}.get(kind, 2) for kind in self.kinds)
         self.budgets = "budget" in self.kinds
+        # Read here rather than per request: a setting is a costly lookup on the hot path.
+        self.default_output_tokens = settings.GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS
         # Per budget: where the script's result holds its use, and its counter key (`local_counts.last_use`).
         self.budget_uses = tuple((2 + 2 * i, checks[i].key) for i, kind in enumerate(self.kinds) if kind == "budget")
         keys = [check.key for check in checks]
@@ -220,20 +248,34 @@ class Template:
             for check in checks
         )
         # The requests and tokens windows, each kind with the indices of its checks.
-        self._windows = tuple(
+        self.window_kinds = tuple(
             (kind, tuple(i for i, check in enumerate(checks) if check.rule.kind == kind))
             for kind in ("rpm", "tpm")
             if kind in self.kinds
         )
+        self._limits = tuple(check.rule.limit for check in checks)
+        # Per window kind for OpenAI's headers: its checks, header names, and the limit header ready made
+        # when one check is all it has (then it is always the tightest).
+        self._openai_windows = tuple(
+            (
+                indices,
+                names := refusals.OPENAI_ENCODED_NAMES[kind],
+                (names[0], b"%d" % self._limits[indices[0]]) if len(indices) == 1 else None,
+            )
+            for kind, indices in self.window_kinds
+        )
         # The newest lease Redis granted these requests (`budgets.leases`), and when one was last asked for.
         self.lease: leases.Lease | None = None
         self._lease_asked = float("-inf")
-        # This process's requests with these rules in the current second: what sizes a lease.
+        # This process's requests with these rules in the current second, and in the second before it
+        # (0 if it had none): what sizes a lease.
         self._second = 0
         self._arrived = 0
+        self._before = 0
 
     def arrived(self, second: int) -> None:
         if second != self._second:
+            self._before = self._arrived if second == self._second + 1 else 0
             self._second, self._arrived = second, 0
         self._arrived += 1
 
@@ -250,13 +292,14 @@ class Template:
     def lease_wanted(self, amounts: tuple[int, ...]) -> tuple[int, ...] | None:
         """The room to ask Redis for beside a request of `amounts`, per check; None if no lease is to be asked.
 
-        A lease holds as many requests as this second has brought so far, this one included, up to
-        GATEWAY_LIMITS_LEASE_REQUESTS: it grows 2, 4, 8, ... with the traffic, and what it may leave
-        unused is never more than the second's requests already used. One is asked for at a time, and
-        only when it is a small share of every limit it counts on (`leases.LEASE_SHARE`): small limits
-        are admitted one request at a time.
+        A lease holds as many requests as this second has brought so far, this one included, or as the
+        second before brought if that was more, up to GATEWAY_LIMITS_LEASE_REQUESTS. So it grows 2, 4,
+        8, ... with new traffic and starts each second of steady traffic at the size it had reached, and
+        what it may leave unused is never more than this or the last second's requests. One is asked for
+        at a time, and only when it is a small share of every limit it counts on (`leases.LEASE_SHARE`):
+        small limits are admitted one request at a time.
         """
-        size = min(settings.GATEWAY_LIMITS_LEASE_REQUESTS, self._arrived)
+        size = min(settings.GATEWAY_LIMITS_LEASE_REQUESTS, max(self._arrived, self._before))
         if size < 2:
             return None
         asked = time.monotonic()
@@ -264,19 +307,31 @@ class Template:
             return None  # its answer is on its way (or lost, and then asked again after the timeout)
         # Room for at least one token: a request estimated at none may be followed by one that has some.
         lease = tuple(max(amount, 1) * (size - 1) for amount in amounts)
-        for check, amount, extra in zip(self.checks, amounts, lease, strict=True):
-            if check.rule.hard and check.rule.limit < leases.LEASE_SHARE * (amount + extra):
+        # What the lease being replaced still holds counts too: the new one takes it over.
+        current = self.lease
+        held = current.left if current is not None and current.second == self._second else [0] * len(amounts)
+        for check, amount, extra, kept in zip(self.checks, amounts, lease, held, strict=True):
+            if check.rule.hard and check.rule.limit < leases.LEASE_SHARE * (amount + extra + kept):
                 return None
         self._lease_asked = asked
         return lease
 
-    def lease_answered(self, result: list, asked: tuple[int, ...], second: int) -> leases.Lease | None:
+    def lease_answered(
+        self, result: list, asked: tuple[int, ...], amounts: tuple[int, ...], second: int
+    ) -> leases.Lease | None:
         """Redis answered the admission that asked for `asked`: the lease, kept, if it was granted."""
         self._lease_asked = float("-inf")
         if result[0] or not result[-1]:
             return None
         uses = [int(result[2 + 2 * index]) for index in range(len(self.checks))]
-        lease = leases.Lease(checks=self.checks, second=second, left=list(asked), uses=uses)
+        lease = leases.Lease(
+            # `lease_wanted` asked for so many requests' worth of each amount (each counted as at least 1).
+            checks=self.checks,
+            second=second,
+            left=list(asked),
+            uses=uses,
+            requests=asked[0] // max(amounts[0], 1),
+        )
         if self.lease is not None:
             lease.absorb(self.lease)
         self.lease = lease
@@ -289,16 +344,33 @@ class Template:
 
     def windows(self, result: list) -> dict[str, tuple[int, int, int]]:
         """The tightest requests and tokens window after admission: kind -> (limit, remaining, reset ms)."""
-        windows = {}
-        for kind, indices in self._windows:
-            tightest = None
-            for index in indices:
-                limit = self.checks[index].rule.limit
-                remaining = limit - int(result[2 + 2 * index])
-                if tightest is None or remaining < tightest[1]:
-                    tightest = (limit, remaining, int(result[3 + 2 * index]))
-            windows[kind] = tightest
-        return windows
+        return {kind: self._tightest(indices, result) for kind, indices in self.window_kinds}
+
+    def openai_headers(self, result: list) -> list[tuple[bytes, bytes]]:
+        """OpenAI's rate-limit headers of `windows(result)`, as the ASGI bytes of every admitted response."""
+        pairs = []
+        for indices, (limit_name, remaining_name, reset_name), limit_pair in self._openai_windows:
+            if limit_pair is None:
+                limit, remaining, reset_ms = self._tightest(indices, result)
+                limit_pair = (limit_name, b"%d" % limit)
+            else:
+                index = indices[0]
+                remaining, reset_ms = self._limits[index] - int(result[2 + 2 * index]), int(result[3 + 2 * index])
+            pairs += (
+                limit_pair,
+                (remaining_name, b"%d" % (remaining if remaining > 0 else 0)),
+                (reset_name, refusals.encoded_duration(reset_ms)),
+            )
+        return pairs
+
+    def _tightest(self, indices: tuple[int, ...], result: list) -> tuple[int, int, int]:
+        tightest = None
+        for index in indices:
+            limit = self._limits[index]
+            remaining = limit - int(result[2 + 2 * index])
+            if tightest is None or remaining < tightest[1]:
+                tightest = (limit, remaining, int(result[3 + 2 * index]))
+        return tightest
 
 
 _NO_LEASE = resp.bulk(0)
@@ -325,16 +397,15 @@ def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[
     declared = declared_output_tokens(payload)
     cost = 0
     if template.budgets:
-        output = declared if declared is not None else settings.GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS
         cost = worst_case_nano(
             provider=record.provider or "",
             model=record.upstream_model or record.model or "",
             at=now,
             input_tokens=input_tokens,
-            output_tokens=output,
+            output_tokens=declared if declared is not None else template.default_output_tokens,
         )
     values = (cost, 1, input_tokens + (declared or 0))
-    return tuple([values[pick] for pick in template.picks]), input_tokens
+    return tuple(map(values.__getitem__, template.picks)), input_tokens
 
 
 def _retry_ms(check: Check, now: float, window_retry_ms: int) -> int:
@@ -382,11 +453,12 @@ class Pending:
         self._lease = None  # the lease asked for beside this request, until Redis answers
         self._alone = None  # if granted: admit.lua's answer as if the lease had not been counted
 
-    def send(self) -> None:
-        """Write the script call now; its reply is read by `admitted`."""
+    def send(self, lease: tuple[int, ...] | None) -> None:
+        """Write the script call now, asking for `lease` beside the request (`Template.lease_wanted`);
+        its reply is read by `admitted`."""
         self._client = clients.get()
         admission = self.admission
-        self._lease = self.template.lease_wanted(admission.amounts)
+        self._lease = lease
         self._command = self.template.command(int(admission.now * 1000), admission.amounts, self._lease)
         self._reply = self._client.send_now(self._command, on_reply=self._replied)
         if self._reply is None and self._lease is not None:
@@ -394,13 +466,6 @@ class Pending:
             # would leave its lease counted with nobody to use it or give it back, so this one asks for none.
             self._lease_answered(None)
             self._command = self.template.command(int(admission.now * 1000), admission.amounts)
-
-    def leased(self, lease: leases.Lease) -> None:
-        """Admitted from a lease this process holds, without Redis."""
-        admission = self.admission
-        admission.windows, admission.error_format = self.template.windows(lease.reply), self.error_format
-        self._result = admission
-        self._counted_now()
 
     def _replied(self, result: list) -> None:
         self._lease_answered(result)
@@ -415,7 +480,8 @@ class Pending:
         if result is None:
             self.template.lease_abandoned()
             return
-        granted = self.template.lease_answered(result, asked, int(self.admission.now))
+        admission = self.admission
+        granted = self.template.lease_answered(result, asked, admission.amounts, int(admission.now))
         if granted is not None:
             self._alone = list(granted.reply)  # taken before any other request takes from the lease
 
@@ -465,7 +531,7 @@ class Pending:
         if self._alone is not None:  # the headers say what this request left, not its lease
             result = self._alone
         admission = self.admission
-        admission.windows, admission.error_format = template.windows(result), self.error_format
+        admission.result = result
         self._result = admission
         return admission
 
@@ -483,7 +549,7 @@ class Pending:
             result = local_counts.admit(self.template.checks, admission.amounts, admission.now)
             if result[0]:
                 raise self._refusal(result)
-            admission.windows, admission.error_format = self.template.windows(result), self.error_format
+            admission.result = result
         admission.local = True
         self._result = admission
         self._counted_now()
@@ -504,8 +570,14 @@ class Pending:
         )
 
 
-async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat, on_counted) -> Pending | None:
-    """Start admitting the request (see `Pending`); None when no limit or budget applies."""
+def _redis_usable() -> bool:
+    return bool(settings.GATEWAY_LIMITS_REDIS_URL) and not outage.down()
+
+
+async def begin(
+    *, record, attribution, payload: dict, error_format: ErrorFormat, on_counted
+) -> Pending | Admission | None:
+    """Start admitting the request (see `Pending`), or admit it from a lease; None when no limit or budget applies."""
     grant = attribution.grant
     plan = plans.cached_plan(grant.org_pk) or await plans.plan_for(grant.org_pk)
     if plan.empty:
@@ -519,20 +591,22 @@ async def begin(*, record, attribution, payload: dict, error_format: ErrorFormat
         template = _template(plan, cache_key)
     if template is None:
         return None
-    template.arrived(int(now))
+    second = int(now)
+    template.arrived(second)
     if template.budgets and not pricing.overrides_fresh():
         await run_in_db_thread(pricing.refresh_overrides)
     amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now)
+    admission = Admission(template.checks, amounts, now, input_tokens, None, template, error_format)
+    lease, ask = template.lease, None
+    if lease is not None and lease.second == second and lease.running_low() and _redis_usable():
+        ask = template.lease_wanted(amounts)  # the next lease, asked for while this one still serves the others
+    if ask is None and lease is not None and lease.take(amounts, second):
+        admission.result = list(lease.reply)  # as it is now, for this request's headers
+        on_counted(record, admission)
+        return admission
     pending = Pending(
-        template=template,
-        admission=Admission(template.checks, amounts, now, input_tokens),
-        record=record,
-        error_format=error_format,
-        on_counted=on_counted,
+        template=template, admission=admission, record=record, error_format=error_format, on_counted=on_counted
     )
-    lease = template.lease
-    if lease is not None and lease.take(amounts, int(now)):
-        pending.leased(lease)
-    elif settings.GATEWAY_LIMITS_REDIS_URL and not outage.down():
-        pending.send()
+    if ask is not None or _redis_usable():
+        pending.send(ask or template.lease_wanted(amounts))
     return pending

@@ -86,29 +86,12 @@ def rate_headers(windows: dict[str, tuple[int, int, int]], error_format: ErrorFo
     return headers
 
 
-# The same names as ASGI bytes, and OpenAI's reset of a one-minute window, which is nearly always the same.
-_ENCODED_NAMES = {
-    error_format: {kind: tuple(name.encode() for name in names) for kind, names in kinds.items()}
-    for error_format, kinds in _HEADER_NAMES.items()
+# OpenAI's names as ASGI bytes, for the responses of admitted requests (`Template.openai_headers`).
+OPENAI_ENCODED_NAMES = {
+    kind: tuple(name.encode() for name in names) for kind, names in _HEADER_NAMES[ErrorFormat.OPENAI].items()
 }
 
 
-def encoded_rate_headers(windows: dict[str, tuple[int, int, int]], error_format: ErrorFormat, now: float) -> list:
-    """`rate_headers` as ASGI header pairs of bytes, for the responses of admitted requests."""
-    if error_format is ErrorFormat.ANTHROPIC:
-        return [(name.encode(), value.encode()) for name, value in rate_headers(windows, error_format, now).items()]
-    headers = []
-    names = _ENCODED_NAMES[error_format]
-    for kind, (limit, remaining, reset_ms) in windows.items():
-        limit_name, remaining_name, reset_name = names[kind]
-        headers += (
-            (limit_name, b"%d" % limit),
-            (remaining_name, b"%d" % max(remaining, 0)),
-            (reset_name, _encoded_duration(reset_ms)),
-        )
-    return headers
-
-
-@lru_cache(maxsize=1024)
-def _encoded_duration(ms: int) -> bytes:
+@lru_cache(maxsize=1024)  # a one-minute window's reset is nearly always the same
+def encoded_duration(ms: int) -> bytes:
     return openai_duration(ms).encode()

@@ -67,6 +67,41 @@ def test_a_lease_admits_the_next_requests_of_its_second_and_gives_back_what_it_d
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_request_that_finds_a_lease_down_to_a_quarter_asks_for_the_next_one(caller, limits_redis, settings, frozen):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000)
+
+    answers = [chat(caller) for _ in range(15)]
+
+    # Counted: the 1st alone, then leases of 2, 4 and 8. The 15th finds the lease of 8 with one
+    # request's room left and asks for the next lease of 8 (it takes over that room) instead of using it.
+    assert window_total(limits_redis, "rpm") == 1 + 2 + 4 + 8 + 8
+    remaining = [answer.headers["x-ratelimit-remaining-requests"] for answer in answers]
+    assert remaining == [str(9999 - index) for index in range(15)]
+    frozen(1)
+    wait_settled()
+    assert window_total(limits_redis, "rpm") == 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_of_steady_traffic_starts_with_the_lease_the_second_before_reached(
+    caller, limits_redis, settings, frozen
+):
+    settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
+    services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000)
+    assert [chat(caller).status_code for _ in range(4)] == [200] * 4  # counted 1, then leases of 2 and 4
+    frozen(1)
+    second = int(clock.now())
+
+    assert [chat(caller).status_code for _ in range(4)] == [200] * 4
+
+    # The second before brought 4 requests: the first of this one asks for a lease of 4 at once,
+    # which admits the other three (growing from 1 again would have counted 1 + 2 + 4).
+    (key,) = limits_redis.keys(f"{key_prefix()}:rpm:*")
+    assert int(limits_redis.hget(key, str(second))) == 4
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_request_now_and_then_never_holds_a_lease(caller, limits_redis, settings, frozen):
     settings.GATEWAY_LIMITS_LEASE_REQUESTS = 8
     services.rate_limit_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, rpm=10_000)
