@@ -502,6 +502,10 @@ def budget_comparison(args) -> None:
             "Throughput change, paired by round (median)", paired_changes(runs["plain"]["rps"], runs["limited"]["rps"])
         )
     )
+    # The c1 runs of a round follow each other too: their difference is steadier than that of the medians.
+    added_p50 = [b - a for a, b in zip(runs["plain"]["p50"], runs["limited"]["p50"], strict=True)]
+    rounds = " ".join(f"{change:+.3f}" for change in added_p50)
+    print(f"{'Added p50, paired by round (median, ms)':46} {statistics.median(added_p50):+10.3f}   [{rounds}]")
     print(
         f"{'Errors (non-2xx, socket)':46} {sum(runs['plain']['non2xx']):10.0f} {sum(runs['limited']['non2xx']):10.0f}"
     )
