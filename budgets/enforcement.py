@@ -434,16 +434,14 @@ class Pending:
         "_reply",
         "_result",
         "admission",
-        "error_format",
         "record",
         "template",
     )
 
-    def __init__(self, *, template, admission, record, error_format, on_counted):
-        self.template = template
+    def __init__(self, *, admission: Admission, record, on_counted):
         self.admission = admission
+        self.template = admission.template
         self.record = record
-        self.error_format = error_format
         self._on_counted = on_counted
         self._client = None
         self._command = None
@@ -564,7 +562,7 @@ class Pending:
         windows = self.template.windows(result)
         if rule.kind != "budget":  # the refusing window is the one to wait for
             windows[rule.kind] = (rule.limit, 0, retry_ms)
-        headers = refusals.rate_headers(windows, self.error_format, now)
+        headers = refusals.rate_headers(windows, self.admission.error_format, now)
         return refusals.refusal(
             rule_name=rule.name, kind=rule.kind, limit=rule.limit, retry_after_ms=retry_ms, headers=headers
         )
@@ -597,16 +595,15 @@ async def begin(
         await run_in_db_thread(pricing.refresh_overrides)
     amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now)
     admission = Admission(template.checks, amounts, now, input_tokens, None, template, error_format)
-    lease, ask = template.lease, None
-    if lease is not None and lease.second == second and lease.running_low() and _redis_usable():
-        ask = template.lease_wanted(amounts)  # the next lease, asked for while this one still serves the others
+    lease = template.lease
+    # Down to its last quarter: this request asks for the next lease while the rest still serves the others.
+    renew = lease is not None and lease.second == second and lease.running_low() and _redis_usable()
+    ask = template.lease_wanted(amounts) if renew else None
     if ask is None and lease is not None and lease.take(amounts, second):
         admission.result = list(lease.reply)  # as it is now, for this request's headers
         on_counted(record, admission)
         return admission
-    pending = Pending(
-        template=template, admission=admission, record=record, error_format=error_format, on_counted=on_counted
-    )
-    if ask is not None or _redis_usable():
-        pending.send(ask or template.lease_wanted(amounts))
+    pending = Pending(admission=admission, record=record, on_counted=on_counted)
+    if renew or _redis_usable():
+        pending.send(ask if renew else template.lease_wanted(amounts))
     return pending
