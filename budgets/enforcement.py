@@ -28,6 +28,7 @@ from django.conf import settings
 
 from budgets import clock, leases, local_counts, plans, refusals, resp
 from budgets.counters import ADMIT, clients, key_prefix
+from budgets.estimates import declared_output_tokens, estimated_input_tokens, worst_case_nano
 from budgets.periods import period_end, period_label, period_start
 from budgets.resp import RedisReplyError
 from proxy.db import run_in_db_thread
@@ -36,11 +37,6 @@ from telemetry import pricing
 
 logger = logging.getLogger(__name__)
 
-# Where the text of a request is, in both protocols; only used to estimate its input tokens.
-_PROMPT_KEYS = frozenset(("messages", "prompt", "input", "system", "instructions", "tools"))
-_TEXT_KEYS = frozenset(("content", "text", "arguments", "description", "parameters", "input_schema"))
-_CHARS_PER_TOKEN = 4
-_OUTPUT_LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _SECONDS_KEPT_AFTER_PERIOD = 7 * 86400
 
 
@@ -119,57 +115,6 @@ class _Outage:
 
 
 outage = _Outage()
-
-
-def _text_chars(pending: list) -> int:
-    """Characters of text in a body's values: strings, in lists, under the keys that hold text."""
-    total = 0
-    while pending:  # a loop, not recursion: cheaper, and no depth limit for a deeply nested body
-        value = pending.pop()
-        kind = type(value)
-        if kind is str:
-            total += len(value)
-        elif kind is dict:
-            for key in value:  # a message has fewer keys than there are text keys to look for
-                if key in _TEXT_KEYS:
-                    pending.append(value[key])
-        elif kind is list:
-            pending += value
-    return total
-
-
-def estimated_input_tokens(payload: dict) -> int:
-    pending = []
-    for key in payload:
-        if key in _PROMPT_KEYS:
-            pending.append(payload[key])
-    return -(-_text_chars(pending) // _CHARS_PER_TOKEN)
-
-
-def declared_output_tokens(payload: dict) -> int | None:
-    for name in _OUTPUT_LIMIT_KEYS:
-        value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return None
-
-
-def worst_case_nano(*, provider: str, model: str, at: float, input_tokens: int, output_tokens: int) -> int:
-    """The request's highest possible cost in nano-USD; 1 for a model without a known price.
-
-    An unpriced request is logged at no cost (flagged `cost_unknown`), so it settles to nothing,
-    but it still needs room in the budget: a budget that is all spent refuses it too.
-    """
-    # Prices change by the day at most (and overrides within their 30 s refresh, which clears this cache).
-    return _worst_case_nano(provider, model, int(at // 86400), input_tokens, output_tokens, pricing.overrides_version())
-
-
-@lru_cache(maxsize=4096)
-def _worst_case_nano(provider: str, model: str, day: int, input_tokens: int, output_tokens: int, _version) -> int:
-    usage = pricing.TokenUsage(input=input_tokens, output=output_tokens)
-    at = datetime.fromtimestamp(day * 86400, tz=UTC)
-    cost = pricing.request_cost(provider=provider, model=model, at=at, usage=usage)
-    return max(math.ceil(cost * 1e9), 1) if cost else 1
 
 
 @lru_cache(maxsize=64)
