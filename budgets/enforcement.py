@@ -2,7 +2,8 @@
 
 `admit()` runs after the request is authenticated, parsed and routed, before the provider is
 called. Budgets reserve the request's worst-case cost (input tokens estimated from the body,
-output tokens from max_tokens or GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS); token windows reserve
+output tokens from max_tokens, else the deployment's max_output_tokens, else
+GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS: see `budgets.estimates`); token windows reserve
 the estimated input plus max_tokens. When the record is finished (`budgets.settlement`) each
 reservation becomes the real amount, or is released if nothing was used.
 
@@ -337,17 +338,21 @@ def _template(plan: plans.OrgPlan, cache_key: tuple) -> Template | None:
     return template
 
 
-def _amounts(template: Template, *, payload: dict, record, now: float) -> tuple[tuple[int, ...], int]:
+def _amounts(
+    template: Template, *, payload: dict, record, now: float, output_limit: int | None
+) -> tuple[tuple[int, ...], int]:
     input_tokens = estimated_input_tokens(payload)
     declared = declared_output_tokens(payload)
     cost = 0
     if template.budgets:
+        # Without max_tokens, as much as the model may answer with.
+        output_tokens = declared if declared is not None else output_limit or template.default_output_tokens
         cost = worst_case_nano(
             provider=record.provider or "",
             model=record.upstream_model or record.model or "",
             at=now,
             input_tokens=input_tokens,
-            output_tokens=declared if declared is not None else template.default_output_tokens,
+            output_tokens=output_tokens,
         )
     values = (cost, 1, input_tokens + (declared or 0))
     return tuple(map(values.__getitem__, template.picks)), input_tokens
@@ -518,7 +523,7 @@ def _redis_usable() -> bool:
 
 
 async def begin(
-    *, record, attribution, payload: dict, error_format: ErrorFormat, on_counted
+    *, record, attribution, payload: dict, error_format: ErrorFormat, on_counted, output_limit: int | None = None
 ) -> Pending | Admission | None:
     """Start admitting the request (see `Pending`), or admit it from a lease; None when no limit or budget applies."""
     grant = attribution.grant
@@ -538,7 +543,7 @@ async def begin(
     template.arrived(second)
     if template.budgets and not pricing.overrides_fresh():
         await run_in_db_thread(pricing.refresh_overrides)
-    amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now)
+    amounts, input_tokens = _amounts(template, payload=payload, record=record, now=now, output_limit=output_limit)
     admission = Admission(template.checks, amounts, now, input_tokens, None, template, error_format)
     lease = template.lease
     # Down to its last quarter: this request asks for the next lease while the rest still serves the others.

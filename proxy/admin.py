@@ -362,7 +362,7 @@ class DeploymentInline(admin.StackedInline):
     fieldsets = (
         (None, {"fields": (("name", "enabled"), ("provider", "upstream_model"), "base_url", "weight")}),
         ("Key", {"fields": ("key_hint", "api_key", "clear_api_key", "api_key_env")}),
-        ("Limits", {"fields": (("rpm", "tpm"),)}),
+        ("Limits", {"fields": (("rpm", "tpm"), "max_output_tokens")}),
     )
 
     @admin.display(description="Stored key")

@@ -104,6 +104,7 @@ class DeploymentForm(forms.ModelForm):
             "weight",
             "rpm",
             "tpm",
+            "max_output_tokens",
             "enabled",
         )
 

@@ -4,6 +4,7 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -315,6 +316,14 @@ class Deployment(EncryptedApiKey, models.Model):
     weight = models.PositiveIntegerField(default=1)
     rpm = models.PositiveIntegerField("Requests per minute", null=True, blank=True)
     tpm = models.PositiveIntegerField("Tokens per minute", null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        "Most output tokens",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="The most tokens the model answers with; a budget reserves this much output for a request "
+        "without max_tokens. Empty: GATEWAY_BUDGET_DEFAULT_OUTPUT_TOKENS.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:

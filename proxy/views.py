@@ -219,14 +219,20 @@ class ProxyView(APIView):
         self.record.stream = stream is True
         return payload
 
-    async def admit(self, attribution: auth.Attribution, payload: dict) -> None:
+    async def admit(self, attribution: auth.Attribution, payload: dict, plan: router.RoutePlan) -> None:
         """Budgets and rate limits (the budgets app): started here, decided before the provider is called.
 
         The admission's Redis round trip runs while the provider call is prepared; `admitted`, called
-        just before its first byte leaves, raises the 429 of a refused request.
+        just before its first byte leaves, raises the 429 of a refused request. Like the price, the most
+        output a request without max_tokens may bring is the first choice's (`route`).
         """
+        first = plan.first_choice()
         self.pending_admission = await begin_admission(
-            record=self.record, attribution=attribution, payload=payload, error_format=self.error_format
+            record=self.record,
+            attribution=attribution,
+            payload=payload,
+            error_format=self.error_format,
+            output_limit=first.max_output_tokens if first is not None else None,
         )
 
     def admitted(self):
@@ -315,7 +321,7 @@ class OpenAIRouteView(ProxyView):
         body = self.read_body(request)
         payload = self.parse_payload(body)
         plan = await self.route(request, payload["model"], attribution)
-        await self.admit(attribution, payload)
+        await self.admit(attribution, payload, plan)
         return await self.forward(request, plan, attribution, payload, body)
 
 
@@ -347,7 +353,7 @@ class MessagesView(ProxyView):
         body = self.read_body(request)
         payload = self.parse_payload(body)
         plan = await self.route(request, payload["model"], attribution)
-        await self.admit(attribution, payload)
+        await self.admit(attribution, payload, plan)
         return await self.forward(request, plan, attribution, payload, body)
 
 

@@ -59,6 +59,7 @@ model_groups:
         weight: 3
         rpm: 500
         tpm: 200000
+        max_output_tokens: 16384
       - name: azure-eu
         provider: azure
         upstream_model: gpt-4o-eu
@@ -130,6 +131,7 @@ def snapshot() -> list:
                 "weight",
                 "rpm",
                 "tpm",
+                "max_output_tokens",
                 "enabled",
             ),
             key=str,
@@ -170,6 +172,7 @@ def test_apply_creates_everything_and_a_second_apply_changes_nothing(tmp_path):
     ]
     # An unnamed deployment is named after its provider and model.
     assert ModelGroup.objects.get(name="gpt-4o-mini").deployments.get().name == "openai-gpt-4o-mini"
+    assert Deployment.objects.get(name="openai-main").max_output_tokens == 16384
     assert Project.objects.get(slug="support").content_logging == "metadata"
     before = snapshot()
 
@@ -312,10 +315,13 @@ model_list:
     model_info:
       id: openai-direct
       mode: chat
+      max_output_tokens: 16384
   - model_name: claude-sonnet
     litellm_params:
       model: anthropic/claude-sonnet-4-5
       api_key: os.environ/ANTHROPIC_API_KEY
+    model_info:
+      max_tokens: 64000
   - model_name: gpt-4o-long
     litellm_params:
       model: gpt-4.1
@@ -361,6 +367,8 @@ def test_a_litellm_config_applies_with_its_groups_keys_policies_and_fallbacks(tm
     assert (azure.api_key_env, azure.api_key_encrypted, azure.rpm) == ("AZURE_EU_API_KEY", "", 600)
     direct = deployments["openai-direct"]
     assert (direct.provider, direct.upstream_model, direct.weight, direct.tpm) == ("openai", "gpt-4o", 2, 100000)
+    assert (direct.max_output_tokens, azure.max_output_tokens) == (16384, None)
+    assert ModelGroup.objects.get(name="claude-sonnet").deployments.get().max_output_tokens == 64000
     assert ModelGroup.objects.get(name="gpt-4o-long").deployments.get().provider == "openai"
     llama = ModelGroup.objects.get(name="llama").deployments.get()
     assert (llama.provider, llama.upstream_model) == ("custom", "meta-llama/Llama-3.1-8B-Instruct")
@@ -441,6 +449,7 @@ def test_validation_errors_name_the_path_of_every_bad_key_and_nothing_is_written
             upstream_model: gpt-4o
             base_url: not a url
             api_key: os.environ/not-a-name
+            max_output_tokens: 0
         fallbacks:
           sometimes: [x]
     """
@@ -456,6 +465,7 @@ def test_validation_errors_name_the_path_of_every_bad_key_and_nothing_is_written
         "model_groups[0].deployments[0].provider: must be one of",
         "model_groups[0].deployments[1].base_url: 'not a url' is not an http(s) URL",
         "model_groups[0].deployments[1].api_key: os.environ/not-a-name does not name an environment variable",
+        "model_groups[0].deployments[1].max_output_tokens: must be between 1 and",
         "model_groups[0].fallbacks.sometimes: unknown trigger 'sometimes'",
     ):
         assert expected in message

@@ -33,6 +33,8 @@ FALLBACK_KEYS = {
 POLICY_KEYS = ("num_retries", "allowed_fails", "cooldown_time")
 ENTRY_KEYS = {"model_name", "litellm_params", "model_info", "rpm", "tpm"}
 PARAM_KEYS = {"model", "api_base", "api_key", "rpm", "tpm", "weight"}
+# model_info's output limit; LiteLLM's older name for it is max_tokens.
+OUTPUT_LIMIT_KEYS = ("max_output_tokens", "max_tokens")
 
 
 def is_litellm(document: dict) -> bool:
@@ -121,7 +123,7 @@ def _read_deployment(entry: Entry, plan: ConfigPlan, *, taken: set[str]) -> Depl
         plan.warnings.append(f"{params.at(key)}: ignored.")
     info = entry.mapping("model_info")
     if info is not None:
-        for key in info.unknown_keys({"id"}):
+        for key in info.unknown_keys({"id", *OUTPUT_LIMIT_KEYS}):
             plan.warnings.append(f"{info.at(key)}: ignored.")
     model = params.string("model", required=True)
     if model is UNSET:
@@ -147,6 +149,8 @@ def _read_deployment(entry: Entry, plan: ConfigPlan, *, taken: set[str]) -> Depl
         return source.integer(key, default=None, null=True)
 
     weight = params.integer("weight", default=1)
+    output_limit_key = next((key for key in OUTPUT_LIMIT_KEYS if info is not None and info.has(key)), None)
+    max_output_tokens = info.integer(output_limit_key, minimum=1, null=True) if output_limit_key else None
     return DeploymentPlan(
         path=entry.path,
         name=name,
@@ -158,6 +162,7 @@ def _read_deployment(entry: Entry, plan: ConfigPlan, *, taken: set[str]) -> Depl
         weight=weight if isinstance(weight, int) else 1,
         rpm=limit("rpm"),
         tpm=limit("tpm"),
+        max_output_tokens=max_output_tokens if isinstance(max_output_tokens, int) else None,
     )
 
 

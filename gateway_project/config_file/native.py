@@ -23,7 +23,8 @@ GROUP_KEYS = frozenset(
     {"name", "strategy", "num_retries", "allowed_fails", "cooldown_seconds", "deployments", "fallbacks"}
 )
 DEPLOYMENT_KEYS = frozenset(
-    {"name", "provider", "upstream_model", "base_url", "api_key", "weight", "rpm", "tpm", "enabled"}
+    {"name", "provider", "upstream_model", "base_url", "api_key", "weight", "enabled"}
+    | {"rpm", "tpm", "max_output_tokens"}
 )
 STRATEGIES = [choice.value for choice in ModelGroup.Strategy]
 TRIGGERS = [choice.value for choice in Fallback.Trigger]
@@ -160,6 +161,7 @@ def _read_deployment(entry: Entry, taken: set[str]) -> DeploymentPlan | None:
         weight=entry.integer("weight", default=1),
         rpm=entry.integer("rpm", default=None, null=True),
         tpm=entry.integer("tpm", default=None, null=True),
+        max_output_tokens=entry.integer("max_output_tokens", default=None, minimum=1, null=True),
         enabled=entry.boolean("enabled", default=True),
     )
 

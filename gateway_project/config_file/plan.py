@@ -70,6 +70,7 @@ class DeploymentPlan:
     weight: int = 1
     rpm: int | None = None
     tpm: int | None = None
+    max_output_tokens: int | None = None
     enabled: bool = True
 
 

@@ -239,6 +239,7 @@ def _apply_deployment(group, deployment, plan: DeploymentPlan, group_plan: Group
         "weight": plan.weight,
         "rpm": plan.rpm,
         "tpm": plan.tpm,
+        "max_output_tokens": plan.max_output_tokens,
         "enabled": plan.enabled,
     }
     changed = _assign(deployment, values)
@@ -389,6 +390,8 @@ def _exported_deployment(group: ModelGroup, deployment: Deployment, result: Expo
         entry["rpm"] = deployment.rpm
     if deployment.tpm is not None:
         entry["tpm"] = deployment.tpm
+    if deployment.max_output_tokens is not None:
+        entry["max_output_tokens"] = deployment.max_output_tokens
     if not deployment.enabled:
         entry["enabled"] = False
     return entry

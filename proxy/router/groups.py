@@ -40,6 +40,8 @@ class Target:
     base_url: str = ""
     api_key: str = ""
     weight: int = 1
+    # The most the model answers with (budgets reserve it for a request without max_tokens); None: unknown.
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ def load_group_table() -> GroupTable:
                 base_url=deployment.base_url.rstrip("/"),
                 api_key=api_key,
                 weight=deployment.weight,
+                max_output_tokens=deployment.max_output_tokens,
             )
         )
     fallbacks: dict[int, dict[str, list[int]]] = {}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
 from budgets import services
 from budgets.estimates import IMAGE_TOKENS, estimated_input_tokens
 from budgets.models import Scope
-from tests.budgets.test_enforcement import CHAT, PROMPT, chat
+from tests.budgets.test_enforcement import CHAT, PROMPT, chat, price_at_1000_per_mtok
 
 # 4,000 characters of tool-call arguments: 1,000 tokens' worth.
 ARGUMENTS = json.dumps({"query": "x" * 3985})
@@ -114,3 +115,30 @@ def test_a_token_limit_reserves_the_tool_call_arguments_a_request_carries(caller
     response = chat(caller, body)
     assert response.status_code == 200, response.text
     assert int(response.headers["x-ratelimit-remaining-tokens"]) <= 100_000 - tokens_of(len(ARGUMENTS))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_max_tokens_a_budget_reserves_the_most_output_of_the_deployment(caller, provider_server):
+    from proxy.models import Deployment, ModelGroup
+
+    price_at_1000_per_mtok("gpt-4o-mini")
+    for name, most in (("short-answers", 100), ("long-answers", 8192)):
+        group = ModelGroup.objects.create(name=name)
+        Deployment.objects.create(
+            group=group,
+            name=name,
+            provider="openai",
+            base_url=provider_server.url + "/v1",
+            upstream_model="gpt-4o-mini",
+            max_output_tokens=most,
+        )
+    # At $1000 per million tokens each way, 6 input tokens and 100 output reserve $0.106, the default
+    # 4,096 (the model route, which knows no limit) $4.10, and 8,192 $8.20.
+    services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal("5"))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
+
+    assert chat(caller, body | {"model": "short-answers"}).status_code == 200
+    assert chat(caller, body).status_code == 200
+    refused = chat(caller, body | {"model": "long-answers"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
