@@ -21,6 +21,15 @@ def begin_admission(*, record, attribution, payload: dict, error_format, output_
     )
 
 
+async def aclose() -> None:
+    """A graceful stop, once every request's record is logged: their spend is settled, and what this
+    process's leases still hold goes back."""
+    if _entry_points:  # else no request was ever admitted here
+        from budgets.settlement import settler
+
+        await settler.aclose()
+
+
 # Imported on the first request, not with the app: the enforcement modules need Django set up.
 _entry_points: tuple = ()
 

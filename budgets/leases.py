@@ -95,7 +95,7 @@ def granted(lease: Lease) -> None:
     outstanding.append(lease)
 
 
-def expired(now_s: int) -> list[Lease]:
+def expired(now_s: float) -> list[Lease]:
     """The leases whose second is over, taken off the outstanding ones; what they hold is the caller's to return."""
     done = [lease for lease in outstanding if lease.second < now_s]
     if done:

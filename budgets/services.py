@@ -90,10 +90,13 @@ def spent_by_counter(budget: Budget, since: datetime) -> dict[str, Decimal]:
     return dict(rows)
 
 
-def budgets_rebuild(*, org=None) -> list[Rebuilt]:
+def budgets_rebuild(*, org=None, release_reservations: bool = False) -> list[Rebuilt]:
     """Set every budget's counter for its current period to the spend the request logs hold.
 
-    Reservations of requests in flight are kept; spend not yet exported to the logs is not counted.
+    Reservations of requests in flight are kept, unless `release_reservations`: then every one goes,
+    those a killed worker left with nobody to settle them included (and those of requests still in
+    flight, whose budget may admit up to their worst case more until they end). Spend not yet
+    exported to the logs is not counted.
     """
     budgets = Budget.objects.select_related("org", "project", "key")
     if org is not None:
@@ -107,9 +110,14 @@ def budgets_rebuild(*, org=None) -> list[Rebuilt]:
         start = period_start(budget.period, at)
         end = period_end(budget.period, start)
         spent = spent_by_counter(budget, start)
+        label = period_label(budget.period, start)
         pipe = client.pipeline(transaction=True)
+        if release_reservations:
+            # Every counter of the period (as a pattern: each end user's, those with no logged spend included).
+            for key in client.scan_iter(counter_key(prefix, rule, "*", label)):
+                pipe.hset(key, "reserved", 0)
         for user_id, total in spent.items():
-            key = counter_key(prefix, rule, user_id or None, period_label(budget.period, start))
+            key = counter_key(prefix, rule, user_id or None, label)
             pipe.hset(key, "spent", math.ceil(Decimal(total) * Decimal(1_000_000_000)))
             if end is not None:
                 pipe.expireat(key, counter_expires_at(end))

@@ -141,6 +141,9 @@ class Settler:
         self._task: asyncio.Task | None = None
         # Budget settlements that could not reach Redis, summed per counter until it is back.
         self._unreconciled = Batch()
+        # Asleep between rounds (`_pause`), and asked to stop (`aclose`).
+        self._idle = False
+        self._stopping = False
 
     def ensure_running(self) -> None:
         """Runs on the event loop while anything is held or queued (called by `hold`, on the loop)."""
@@ -159,8 +162,8 @@ class Settler:
         return bool(_admissions or self.queue or self._unreconciled or leases.outstanding)
 
     async def _run(self) -> None:
-        while self._busy():
-            await asyncio.sleep(settings.GATEWAY_LIMITS_SETTLE_INTERVAL)
+        while self._busy() and not self._stopping:
+            await self._pause(settings.GATEWAY_LIMITS_SETTLE_INTERVAL)
             if not pricing.overrides_fresh():
                 await run_in_db_thread(pricing.refresh_overrides)
             batch = self._batch()
@@ -168,18 +171,50 @@ class Settler:
                 continue
             if outage.down():
                 self._keep(batch)
-                await asyncio.sleep(settings.GATEWAY_LIMITS_RETRY_SECONDS)
+                await self._pause(settings.GATEWAY_LIMITS_RETRY_SECONDS)
                 continue
-            keys, args, checks = batch.script_input()
-            try:
-                claimed = await SETTLE.run(clients.get(), keys, args)
-            except (OSError, RedisReplyError) as exc:  # Redis unreachable: keep the spend for later
-                logger.warning("limits: could not settle %d counters (%s); kept for later", len(keys), exc)
-                outage.failed()
+            if not await self._send(batch):
                 self._keep(batch)
-                continue
-            local_counts.reconciled(batch.local_spend)
-            alerts.claimed(claimed, checks, args)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between rounds, when nothing taken from the queue is in flight: `aclose` may cancel it."""
+        self._idle = True
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._idle = False
+
+    async def _send(self, batch: Batch) -> bool:
+        """One script call for the batch; False if Redis could not be reached (the batch is the caller's to keep)."""
+        keys, args, checks = batch.script_input()
+        try:
+            claimed = await SETTLE.run(clients.get(), keys, args)
+        except (OSError, RedisReplyError) as exc:
+            logger.warning("limits: could not settle %d counters (%s)", len(keys), exc)
+            outage.failed()
+            return False
+        local_counts.reconciled(batch.local_spend)
+        alerts.claimed(claimed, checks, args)
+        return True
+
+    async def aclose(self) -> None:
+        """A graceful stop, once every request's record is logged: settle them, and give back every lease,
+        this second's too. Without it, the last interval's settlements and the current second's leases
+        would stay reserved until their period ends or `budgets_rebuild` runs."""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            if self._idle:  # asleep: nothing of the queue is in flight, and the round it would do is done here
+                task.cancel()
+            await asyncio.wait((task,))  # else its script call ends first
+        batch = self._batch(leases_before=math.inf)
+        if batch and (outage.down() or not await self._send(batch)):
+            logger.warning(
+                "limits: stopping with %d counters unsettled: their reservations stay counted, and "
+                "`manage.py budgets_rebuild --release-reservations` recounts them from the logs",
+                len(batch.budgets) + len(batch.tokens),
+            )
+        self._stopping = False
 
     def settle_now(self) -> None:
         """Outside an event loop (a management command, a sync test): settle at once."""
@@ -190,7 +225,8 @@ class Settler:
             local_counts.reconciled(batch.local_spend)
             alerts.claimed(claimed, checks, args)
 
-    def _batch(self) -> Batch:
+    def _batch(self, *, leases_before: float | None = None) -> Batch:
+        """What is queued, with what leases hold once their second is over (or that began before `leases_before`)."""
         batch, self._unreconciled = self._unreconciled, Batch()
         queue = self.queue
         for _ in range(len(queue)):
@@ -200,7 +236,7 @@ class Settler:
                 self._unreconciled.add(admission, cost=cost, tokens=tokens)
             else:
                 batch.add(admission, cost=cost, tokens=tokens)
-        for lease in leases.expired(int(clock.now())):
+        for lease in leases.expired(int(clock.now()) if leases_before is None else leases_before):
             batch.add_unused(lease)
         return batch
 

@@ -21,6 +21,7 @@ refuse_unsafe_defaults()
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+import budgets  # noqa: E402
 from gateway_project import tracer  # noqa: E402
 from gateway_project.lean_handler import ProxyASGIHandler  # noqa: E402
 from proxy.db import close_db_connections  # noqa: E402
@@ -68,6 +69,8 @@ async def _lifespan(receive, send):
         elif message["type"] == "lifespan.shutdown":
             # A graceful stop (SIGTERM) hands every buffered request record to the queue first.
             await handoff.pipeline.aclose()
+            # Their records logged, the requests' budgets and token windows are settled before the process goes.
+            await budgets.aclose()
             # After the hand-off, which ends the last requests' spans: those are exported too.
             tracer.shutdown()
             await invalidation_listener.aclose()

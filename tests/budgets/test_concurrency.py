@@ -26,14 +26,9 @@ PROMPT = "Say hello in few words."  # 23 characters: 6 input tokens billed, 6 es
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 20}
 
 
-@pytest.fixture
-def two_workers(test_database_url, tmp_path, provider_server, request):
-    """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis.
-
-    Leases (`budgets.leases`) have the product's size, too large to serve these tests' small limits,
-    unless a test asks for another with `@pytest.mark.parametrize("two_workers", [size], indirect=True)`.
-    """
-    lease_env = {"GATEWAY_LIMITS_LEASE_REQUESTS": str(request.param)} if hasattr(request, "param") else {}
+def start_two_workers(*, database_url: str, tmp_path: Path, provider_url: str, extra_env: dict):
+    """The gateway under uvicorn with --workers 2 (WEB_CONCURRENCY=2), on the tests' database and Redis:
+    its process, URL, the directory its records are published to, and its log file."""
     port = _free_port()
     published = tmp_path / "published"
     published.mkdir()
@@ -41,16 +36,16 @@ def two_workers(test_database_url, tmp_path, provider_server, request):
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-        "DATABASE_URL": test_database_url,
+        "DATABASE_URL": database_url,
         "REDIS_URL": settings.REDIS_URL,
         "GATEWAY_VAR_DIR": str(tmp_path),
-        "OPENAI_BASE_URL": provider_server.url + "/v1",
+        "OPENAI_BASE_URL": provider_url + "/v1",
         "OPENAI_API_KEY": "sk-test",
         "TELEMETRY_PUBLISHER": "tests.budgets.file_publisher.FilePublisher",
         "TEST_PUBLISHED_DIR": str(published),
         "WEB_CONCURRENCY": "2",
         "LOG_LEVEL": "WARNING",
-        **lease_env,
+        **extra_env,
     }
     command = [
         sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
@@ -60,6 +55,20 @@ def two_workers(test_database_url, tmp_path, provider_server, request):
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(url, process, tmp_path / "gateway.log", timeout=60)
+    return process, url, published, log
+
+
+@pytest.fixture
+def two_workers(test_database_url, tmp_path, provider_server, request):
+    """The gateway of `start_two_workers`, stopped after the test.
+
+    Leases (`budgets.leases`) have the product's size, too large to serve these tests' small limits,
+    unless a test asks for another with `@pytest.mark.parametrize("two_workers", [size], indirect=True)`.
+    """
+    lease_env = {"GATEWAY_LIMITS_LEASE_REQUESTS": str(request.param)} if hasattr(request, "param") else {}
+    process, url, published, log = start_two_workers(
+        database_url=test_database_url, tmp_path=tmp_path, provider_url=provider_server.url, extra_env=lease_env
+    )
     yield url, published
     process.terminate()
     process.wait(timeout=30)

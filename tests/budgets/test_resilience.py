@@ -207,3 +207,32 @@ def test_budgets_rebuild_restores_spend_from_the_postgres_logs_after_a_redis_flu
     counter = limits_redis.hgetall(f"{key_prefix()}:budget:{budget.pk}:{label}")
     assert int(counter[b"spent"]) == pytest.approx(3 * cost * 1e9, abs=3)
     assert chat(caller).status_code == 429
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budgets_rebuild_releases_the_reservations_a_killed_worker_left_only_when_asked(
+    caller, published, limits_redis
+):
+    from telemetry.exporters.postgres import PostgresExporter
+
+    budget = services.budget_set(scope=Scope.PROJECT, org=caller.org, project=caller.project, usd=Decimal("10"))
+    user_budget = services.budget_set(scope=Scope.USER, org=caller.org, project=caller.project, usd=Decimal("1"))
+    answer = chat(caller, **{"x-user-id": "alice"})
+    assert answer.status_code == 200
+    document = published.wait_for(answer.headers["x-request-id"])
+    assert PostgresExporter("postgres").export([document]).succeeded
+    wait_settled()
+    label = datetime.now(UTC).strftime("%Y%m01")
+    project_key = f"{key_prefix()}:budget:{budget.pk}:{label}"
+    # What a killed worker leaves: reservations nobody will settle, one of them an end user's with no logged spend.
+    stranded = [project_key, f"{key_prefix()}:budget:{user_budget.pk}:u:bob:{label}"]
+    for key in stranded:
+        limits_redis.hincrby(key, "reserved", 5_000_000)
+
+    call_command("budgets_rebuild")
+    assert [int(limits_redis.hget(key, "reserved")) for key in stranded] == [5_000_000, 5_000_000]
+
+    call_command("budgets_rebuild", "--release-reservations")
+    assert [int(limits_redis.hget(key, "reserved")) for key in stranded] == [0, 0]
+    cost = document["attributes"]["metadata"]["cost"]
+    assert int(limits_redis.hget(project_key, "spent")) == pytest.approx(cost * 1e9, abs=1)
